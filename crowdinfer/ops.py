@@ -1,0 +1,69 @@
+"""Segment-sum kernels shared by every model and engine.
+
+Notation (seed 000, section 3): ``N`` items, ``M`` workers, ``K`` classes, annotation ``n`` says
+worker ``w_n`` gave label ``z_n`` to item ``i_n``; ``theta[j, k, l] = p(z = l | y = k, worker j)``.
+Nothing here builds an items x workers array: work is a gather per annotation and a
+``segment_sum`` with a static number of segments.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.special import logsumexp
+
+from .annotations import CrowdData
+
+__all__ = [
+    "gather_log_confusion",
+    "item_log_likelihood",
+    "expected_confusion_counts",
+    "vote_counts",
+    "label_posterior",
+    "mean_annotation_likelihood",
+]
+
+
+def gather_log_confusion(data: CrowdData, log_confusion: jax.Array) -> jax.Array:
+    """``G[n, k] = log theta[w_n, k, z_n]`` for every annotation, shape (capacity, K)."""
+    m, k, _ = log_confusion.shape
+    by_observed = jnp.swapaxes(log_confusion, 1, 2).reshape(m * k, k)  # row (j, l) -> over k
+    return by_observed[data.worker_label]
+
+
+def item_log_likelihood(data: CrowdData, log_confusion: jax.Array) -> jax.Array:
+    """``L[i, k] = sum_{n: i_n = i} log p(z_n | y_i = k, w_n)``, shape (N, K)."""
+    g = gather_log_confusion(data, log_confusion)
+    g = jnp.where(data.weight[:, None] > 0, g * data.weight[:, None], 0.0)
+    return jax.ops.segment_sum(g, data.item, data.n_items, indices_are_sorted=True)
+
+
+def expected_confusion_counts(data: CrowdData, label_probs: jax.Array) -> jax.Array:
+    """``C[j, k, l] = sum_{n: w_n = j, z_n = l} q[i_n, k]``: expected counts, shape (M, K, K)."""
+    q = label_probs[data.item] * data.weight[:, None]
+    flat = jax.ops.segment_sum(q, data.worker_label, data.n_workers * data.n_classes)
+    return jnp.swapaxes(flat.reshape(data.n_workers, data.n_classes, data.n_classes), 1, 2)
+
+
+def vote_counts(data: CrowdData) -> jax.Array:
+    """``V[i, l]``: how many annotations gave item ``i`` label ``l``, shape (N, K)."""
+    votes = jax.nn.one_hot(data.label, data.n_classes) * data.weight[:, None]
+    return jax.ops.segment_sum(votes, data.item, data.n_items, indices_are_sorted=True)
+
+
+def label_posterior(data: CrowdData, log_confusion: jax.Array, log_prior: jax.Array):
+    """The E-step: ``log q[i, k] = log p(y_i = k | Z_i, theta)`` (seed 000 eq. 1 and 4).
+
+    ``log_prior`` is the log class prior, shape (K,), or a per-item prior ``log p(y_i | x_i)``,
+    shape (N, K).  Returns ``(log_q, log_evidence)`` where ``log_evidence[i] = log p(Z_i | theta)``.
+    """
+    joint = log_prior + item_log_likelihood(data, log_confusion)
+    evidence = logsumexp(joint, axis=-1)
+    return joint - evidence[:, None], evidence
+
+
+def mean_annotation_likelihood(data: CrowdData, log_confusion: jax.Array, label_probs: jax.Array):
+    """The quantity of the soft stopping rule (seed 000 eq. 6):
+    ``(1/|Z|) sum_n sum_k q[i_n, k] theta[w_n, k, z_n]``."""
+    lik = jnp.exp(gather_log_confusion(data, log_confusion))
+    per_annotation = jnp.sum(label_probs[data.item] * lik, axis=-1) * data.weight
+    return per_annotation.sum() / jnp.maximum(data.weight.sum(), 1.0)

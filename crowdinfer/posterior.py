@@ -1,0 +1,159 @@
+"""Posterior: what a fit returns -- label distributions, worker confusions, and views of them."""
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .annotations import Annotations
+
+__all__ = ["Posterior", "expected_accuracy"]
+
+
+def expected_accuracy(label_probs: np.ndarray, gold: np.ndarray) -> float:
+    """Accuracy of the argmax labels on items with gold (``gold >= 0``), a tie among ``t`` classes
+    counting ``1/t`` -- the expected accuracy of breaking ties at random."""
+    has = gold >= 0
+    if not has.any():
+        raise ValueError("no item has a gold label")
+    p = np.asarray(label_probs)[has]
+    best = np.isclose(p, p.max(-1, keepdims=True), rtol=0, atol=1e-6)
+    hit = best[np.arange(len(p)), gold[has]]
+    return float(np.mean(hit / best.sum(-1)))
+
+
+@dataclasses.dataclass(eq=False)
+class Posterior:
+    """The result of :func:`crowdinfer.fit`.
+
+    Attributes:
+        annotations: the data it was fitted on.
+        model, method: what produced it.
+        label_probs: (N, K) posterior probability of each item's true label.
+        confusion: (M, K, K) worker confusions, ``confusion[j, k, l] = p(label l | truth k)``.
+        class_prior: (K,) class proportions, or ``None`` when a per-item prior was used.
+        history: objective per iteration (the log joint density for EM).
+        n_iter, converged: iterations run and whether the stopping rule fired.
+        params: the engine's raw parameter estimates.
+        warnings: problems found in the solution (e.g. non-dominant diagonals).
+    """
+
+    annotations: Annotations
+    model: str
+    method: str
+    label_probs: np.ndarray
+    confusion: np.ndarray
+    class_prior: np.ndarray | None
+    history: np.ndarray
+    n_iter: int
+    converged: bool
+    params: dict = dataclasses.field(default_factory=dict)
+    warnings: list = dataclasses.field(default_factory=list)
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        self._check_diagonals()
+
+    def __repr__(self) -> str:
+        a = self.annotations
+        return (
+            f"Posterior(model={self.model!r}, method={self.method!r}, {a.n_items} items, "
+            f"{a.n_workers} workers, {a.n_classes} classes, n_iter={self.n_iter}, "
+            f"converged={self.converged})"
+        )
+
+    # ------------------------------------------------------------------ labels
+    @property
+    def labels(self) -> np.ndarray:
+        """Most probable class code per item, shape (N,)."""
+        return np.argmax(self.label_probs, axis=-1)
+
+    @property
+    def confidence(self) -> np.ndarray:
+        return np.max(self.label_probs, axis=-1)
+
+    def accuracy(self, gold=None) -> float:
+        """Accuracy against gold (the annotations' own gold by default), ties split evenly."""
+        if gold is None:
+            if self.annotations.gold is None:
+                raise ValueError("no gold labels: pass gold= or attach them to the annotations")
+            gold = self.annotations.gold
+        elif not isinstance(gold, np.ndarray):
+            gold = self.annotations.with_gold(gold).gold
+        return expected_accuracy(self.label_probs, np.asarray(gold))
+
+    def to_pandas(self, probabilities: bool = False) -> pd.DataFrame:
+        """One row per item: ``item, label, confidence`` with the user's ids and class names
+        (plus one ``p_<class>`` column per class if ``probabilities``)."""
+        a = self.annotations
+        df = pd.DataFrame(
+            {"item": a.item_ids, "label": a.classes[self.labels], "confidence": self.confidence}
+        )
+        if probabilities:
+            for k, name in enumerate(a.classes):
+                df[f"p_{name}"] = self.label_probs[:, k]
+        return df
+
+    # ----------------------------------------------------------------- workers
+    def _class_weights(self) -> np.ndarray:
+        if self.class_prior is not None:
+            return np.asarray(self.class_prior)
+        return self.label_probs.mean(0)
+
+    def worker_skills(self) -> pd.DataFrame:
+        """One row per worker:
+
+        ``accuracy``           p(correct) = sum_k pi_k theta[j, k, k] under the class proportions;
+        ``balanced_accuracy``  mean of the confusion diagonal;
+        ``agreement``          mean posterior probability of the labels the worker gave;
+        ``n_annotations``      how many annotations the worker gave.
+        """
+        a = self.annotations
+        diag = np.diagonal(self.confusion, axis1=1, axis2=2)
+        agree = np.bincount(
+            a.worker, weights=self.label_probs[a.item, a.label], minlength=a.n_workers
+        )
+        n = a.annotations_per_worker()
+        return pd.DataFrame(
+            {
+                "worker": a.worker_ids,
+                "accuracy": diag @ self._class_weights(),
+                "balanced_accuracy": diag.mean(-1),
+                "agreement": np.where(n > 0, agree / np.maximum(n, 1), np.nan),
+                "n_annotations": n,
+            }
+        )
+
+    def confusion_frame(self) -> pd.DataFrame:
+        """The confusions as a long table ``worker, true_class, observed_class, probability``."""
+        a = self.annotations
+        m, k, _ = self.confusion.shape
+        j, t, o = np.meshgrid(np.arange(m), np.arange(k), np.arange(k), indexing="ij")
+        return pd.DataFrame(
+            {
+                "worker": a.worker_ids[j.ravel()],
+                "true_class": a.classes[t.ravel()],
+                "observed_class": a.classes[o.ravel()],
+                "probability": self.confusion.ravel(),
+            }
+        )
+
+    # ------------------------------------------------------------ diagnostics
+    def _check_diagonals(self) -> None:
+        """Label switching shows as a pooled confusion whose diagonal does not dominate its rows."""
+        n = self.annotations.annotations_per_worker().astype(float)
+        if n.sum() == 0:
+            return
+        pooled = np.tensordot(n / n.sum(), self.confusion, axes=1)
+        bad = np.flatnonzero(np.argmax(pooled, axis=-1) != np.arange(pooled.shape[0]))
+        if len(bad):
+            names = [self.annotations.classes[k] for k in bad]
+            msg = (
+                f"the pooled worker confusion does not put most mass on the diagonal for class(es) "
+                f"{names}: the solution may have switched labels, or workers rarely recognise them"
+            )
+            self.warnings.append(msg)
+            warnings.warn(msg, stacklevel=3)

@@ -1,0 +1,113 @@
+"""Priors on worker confusions and class proportions, as Dirichlet pseudo-counts.
+
+A confusion row ``theta[j, k, :]`` has prior ``Dirichlet(1 + beta[j, k, :])`` with pseudo-counts
+``beta >= 0``.  The ``1 +`` makes the MAP estimate of the EM engine the familiar
+``(counts + beta) / (n + sum(beta))``: ``beta`` reads as answers the worker is assumed to have given
+before the data.  Seed 000 (appendix E) writes the prior as ``Dir(n_beta * alpha_k)`` with strength
+``n_beta = 10`` and a pooled ``alpha_k`` (diagonal 0.7): :func:`homogeneous` is that prior.
+Section 4.5.4 / appendix A.4 add class-dependent (:func:`class_dependent`) and worker-dependent
+(:func:`worker_dependent`, from gold questions) priors; :func:`symmetric` is plain smoothing.
+
+Each builder returns an array of pseudo-counts, shape (K, K) (shared by all workers) or
+(M, K, K) (one per worker).
+"""
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+import numpyro.distributions as dist
+
+__all__ = [
+    "symmetric",
+    "homogeneous",
+    "class_dependent",
+    "worker_dependent",
+    "pooled",
+    "dirichlet_map",
+    "class_prior_distribution",
+]
+
+TINY = 1e-30
+
+
+def _check_strength(strength: float) -> float:
+    strength = float(strength)
+    if not np.isfinite(strength) or strength < 0:
+        raise ValueError(f"prior strength must be a finite number >= 0, got {strength}")
+    return strength
+
+
+def _check_accuracy(acc, n_classes: int) -> np.ndarray:
+    acc = np.asarray(acc, dtype=np.float64)
+    if np.any(~np.isfinite(acc)) or np.any(acc < 0) or np.any(acc > 1):
+        raise ValueError(f"prior accuracies must lie in [0, 1], got {acc}")
+    return acc
+
+
+def symmetric(n_classes: int, counts: float = 1.0) -> np.ndarray:
+    """Plain smoothing: ``counts`` pseudo-answers in every cell (``0`` is maximum likelihood)."""
+    return np.full((n_classes, n_classes), _check_strength(counts))
+
+
+def class_dependent(accuracies, strength: float = 10.0) -> np.ndarray:
+    """Row ``k`` has mean accuracy ``accuracies[k]`` on the diagonal, the rest spread evenly over
+    the other classes, and ``strength`` pseudo-answers in total (seed 000, appendix A.4 option A)."""
+    acc = _check_accuracy(accuracies, None)
+    k = acc.shape[-1]
+    off = (1.0 - acc) / (k - 1)
+    mean = np.broadcast_to(off[..., :, None], acc.shape + (k,)).copy()
+    idx = np.arange(k)
+    mean[..., idx, idx] = acc
+    return _check_strength(strength) * mean
+
+
+def homogeneous(n_classes: int, strength: float = 10.0, accuracy: float = 0.7) -> np.ndarray:
+    """The homogeneous prior of seed 000 (appendix E): every worker and class alike, mean accuracy
+    ``accuracy`` (0.7 in the paper) with ``strength`` pseudo-answers per row (10 in the paper)."""
+    acc = _check_accuracy(accuracy, n_classes)
+    return class_dependent(np.full(n_classes, float(acc)), strength)
+
+
+def worker_dependent(annotations, base: np.ndarray) -> np.ndarray:
+    """Worker-dependent prior from gold questions (seed 000, appendix A.4 option B): each worker's
+    answers on gold items are added to the ``base`` pseudo-counts (shape (K, K)), so a worker who
+    did well on the gold starts out trusted.  Shape (M, K, K)."""
+    if annotations.gold is None:
+        raise ValueError("a worker-dependent prior needs gold labels (Annotations.with_gold)")
+    k = annotations.n_classes
+    gold = annotations.gold[annotations.item]
+    has = gold >= 0
+    counts = np.zeros((annotations.n_workers, k, k))
+    np.add.at(counts, (annotations.worker[has], gold[has], annotations.label[has]), 1.0)
+    return np.asarray(base, dtype=np.float64)[None] + counts
+
+
+def pooled(annotations, strength: float = 10.0, structure: str = "diagonal") -> np.ndarray:
+    """An empirical-Bayes homogeneous prior: the confusion of all workers pooled against the soft
+    majority vote, either summarised by its mean diagonal (``structure="diagonal"``, seed 000's
+    "pooled across all workers and classes") or kept whole (``"full"``)."""
+    k = annotations.n_classes
+    votes = np.zeros((annotations.n_items, k))
+    np.add.at(votes, (annotations.item, annotations.label), 1.0)
+    soft = votes / np.maximum(votes.sum(1, keepdims=True), 1.0)
+    by_observed = np.zeros((k, k))  # [l, k] = sum_{n: z_n = l} q[i_n, k]
+    np.add.at(by_observed, annotations.label, soft[annotations.item])
+    conf = by_observed.T
+    conf = (conf + 1e-3) / (conf + 1e-3).sum(1, keepdims=True)
+    if structure == "full":
+        return _check_strength(strength) * conf
+    if structure == "diagonal":
+        return homogeneous(k, strength, float(np.clip(np.mean(np.diag(conf)), 1.0 / k, 0.999)))
+    raise ValueError(f"structure must be 'diagonal' or 'full', got {structure!r}")
+
+
+def dirichlet_map(counts, pseudo_counts):
+    """The mode of ``Dirichlet(1 + pseudo + counts)`` along the last axis (floored at TINY)."""
+    total = counts + pseudo_counts
+    mode = total / jnp.maximum(total.sum(-1, keepdims=True), TINY)
+    return jnp.maximum(mode, TINY)
+
+
+def class_prior_distribution(class_counts) -> dist.Dirichlet:
+    """The prior on class proportions: ``Dirichlet(1 + gamma)``."""
+    return dist.Dirichlet(1.0 + jnp.asarray(class_counts))
