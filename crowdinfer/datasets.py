@@ -54,7 +54,7 @@ def shared_data_dir() -> Path:
     return Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
 
-def _read_table(path: Path) -> pd.DataFrame:
+def read_table(path: Path) -> pd.DataFrame:
     return pd.read_csv(path, dtype=str).apply(_parse_numeric_column)
 
 
@@ -71,13 +71,13 @@ def load(path, duplicates: str = "collapse") -> Dataset:
         )
     items = features = None
     if (folder / "items.csv").exists() and (folder / "features.npy").exists():
-        items = _read_table(folder / "items.csv")["item"].to_numpy()
+        items = read_table(folder / "items.csv")["item"].to_numpy()
         features = np.load(folder / "features.npy")
     ann = Annotations.from_csv(
         folder / "annotations.csv", items=items, features=features, duplicates=duplicates
     )
     if (folder / "truth.csv").exists():
-        truth = _read_table(folder / "truth.csv")
+        truth = read_table(folder / "truth.csv")
         ann = ann.with_gold(truth)
     return Dataset(
         name=folder.name,
@@ -92,11 +92,11 @@ def _split(folder: Path, prefix: str, ann: Annotations) -> Split | None:
     feats_path = folder / f"{prefix}_features.npy"
     if not (items_path.exists() and feats_path.exists()):
         return None
-    items = _read_table(items_path)["item"].to_numpy()
+    items = read_table(items_path)["item"].to_numpy()
     gold = None
     truth_path = folder / f"{prefix}_truth.csv"
     if truth_path.exists():
-        truth = _read_table(truth_path)
+        truth = read_table(truth_path)
         by_item = pd.Series(truth["label"].to_numpy(), index=truth["item"].to_numpy())
         labels = by_item.reindex(items).to_numpy(dtype=object)
         codes = pd.Index(ann.classes).get_indexer(labels)

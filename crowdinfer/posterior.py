@@ -55,7 +55,8 @@ class Posterior:
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
-        self._check_diagonals()
+        if self.method != "vote":  # a vote cannot switch labels; models that infer skills can
+            self._check_diagonals()
 
     def __repr__(self) -> str:
         a = self.annotations
@@ -148,12 +149,13 @@ class Posterior:
         if n.sum() == 0:
             return
         pooled = np.tensordot(n / n.sum(), self.confusion, axes=1)
-        bad = np.flatnonzero(np.argmax(pooled, axis=-1) != np.arange(pooled.shape[0]))
+        present = self.label_probs.sum(0) >= 1.0  # a class no item belongs to has no evidence
+        bad = np.flatnonzero((np.argmax(pooled, axis=-1) != np.arange(pooled.shape[0])) & present)
         if len(bad):
-            names = [self.annotations.classes[k] for k in bad]
+            names = np.asarray(self.annotations.classes)[bad].tolist()
             msg = (
                 f"the pooled worker confusion does not put most mass on the diagonal for class(es) "
                 f"{names}: the solution may have switched labels, or workers rarely recognise them"
             )
             self.warnings.append(msg)
-            warnings.warn(msg, stacklevel=3)
+            warnings.warn(msg, stacklevel=4)

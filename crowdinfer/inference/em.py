@@ -13,10 +13,10 @@ and the objective EM climbs is the log joint of the label-marginalised NumPyro m
 ``log p(params) + sum_i log p(Z_i | params)``: it never decreases.
 
 Stopping rules (``stop=``):
-    ``"soft"``      the mean annotation likelihood changes by at most ``tol`` (seed 000 eq. 6);
+    ``"soft"``      the mean annotation likelihood changes by less than ``tol`` (seed 000 eq. 6);
     ``"hard"``      no item's argmax label changes (seed 000 eq. 5);
-    ``"objective"`` the objective changes by at most ``tol`` per annotation;
-and always at ``max_iter`` iterations.
+    ``"objective"`` the objective changes by less than ``tol`` per annotation;
+and always at ``max_iter`` iterations (``tol=0`` runs exactly ``max_iter``).
 """
 from __future__ import annotations
 
@@ -116,11 +116,11 @@ def em(
             spec, data, hyper, prior_logits, jnp.exp(state.log_q)
         )
         if stop == "soft":
-            done = jnp.abs(likelihood - state.likelihood) <= tol
+            done = jnp.abs(likelihood - state.likelihood) < tol
         elif stop == "hard":
             done = jnp.all(jnp.argmax(log_q, -1) == jnp.argmax(state.log_q, -1))
         else:
-            done = jnp.abs(objective - state.objective) <= tol * n_annotations
+            done = jnp.abs(objective - state.objective) < tol * n_annotations
         new = EMState(
             params,
             log_q,

@@ -1,0 +1,163 @@
+"""The ``crowdinfer`` command.
+
+    crowdinfer fit ANNOTATIONS.csv --model dawid_skene --out LABELS.csv [--gold truth.csv]
+    crowdinfer demo
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["main"]
+
+
+def _add_fit(sub):
+    p = sub.add_parser("fit", help="infer true labels and worker skills from an annotation CSV")
+    p.add_argument("annotations", help="CSV with one row per annotation (columns item,worker,label)")
+    p.add_argument("--model", default="dawid_skene", help="dawid_skene (default), one_coin, majority_vote")
+    p.add_argument("--method", default=None, help="inference engine (default: the model's own)")
+    p.add_argument("--prior", default=None, help="worker prior: pooled (default), homogeneous, symmetric, none, ...")
+    p.add_argument("--strength", type=float, default=None, help="prior strength in pseudo-answers per row")
+    p.add_argument("--max-iter", type=int, default=100)
+    p.add_argument("--out", default=None, help="write item,label,confidence here (default: stdout)")
+    p.add_argument("--confusion-out", default=None, help="write worker,true_class,observed_class,probability")
+    p.add_argument("--skills-out", default=None, help="write one row of skills per worker")
+    p.add_argument("--gold", default=None, help="CSV item,label of gold labels: prints the accuracy")
+    p.add_argument("--item-col", default=None, help="name of the item column (default item or task)")
+    p.add_argument("--worker-col", default="worker")
+    p.add_argument("--label-col", default="label")
+    p.add_argument("--progress", action="store_true", help="show a progress bar per EM iteration")
+
+
+def _add_demo(sub):
+    p = sub.add_parser("demo", help="simulate a crowd task and compare majority vote with Dawid-Skene")
+    p.add_argument("--items", type=int, default=20_000)
+    p.add_argument("--workers", type=int, default=200)
+    p.add_argument("--classes", type=int, default=8)
+    p.add_argument("--per-item", type=int, default=3, help="annotations per item")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _cmd_fit(args) -> int:
+    import crowdinfer as ci
+
+    t0 = time.perf_counter()
+    ann = ci.Annotations.from_csv(
+        args.annotations, item=args.item_col, worker=args.worker_col, label=args.label_col
+    )
+    if args.gold:
+        ann = ann.with_gold(ci.datasets.read_table(args.gold))
+    print(f"read {ann!r} in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+    options = {}
+    if args.model != "majority_vote":
+        options.update(max_iter=args.max_iter, progress=args.progress)
+        if args.prior is not None:
+            options["prior"] = args.prior
+        if args.strength is not None:
+            options["strength"] = args.strength
+    post = ci.fit(ann, model=args.model, method=args.method, **options)
+    print(
+        f"{post.model}/{post.method}: {post.n_iter} iterations, converged={post.converged}, "
+        f"{post.options['seconds']:.2f}s",
+        file=sys.stderr,
+    )
+    labels = post.to_pandas()
+    if args.out:
+        labels.to_csv(args.out, index=False)
+        print(f"wrote {len(labels)} labels to {args.out}", file=sys.stderr)
+    else:
+        labels.to_csv(sys.stdout, index=False)
+    if args.confusion_out:
+        post.confusion_frame().to_csv(args.confusion_out, index=False)
+        print(f"wrote worker confusions to {args.confusion_out}", file=sys.stderr)
+    if args.skills_out:
+        post.worker_skills().to_csv(args.skills_out, index=False)
+        print(f"wrote worker skills to {args.skills_out}", file=sys.stderr)
+    if args.gold:
+        n_gold = int((ann.gold >= 0).sum())
+        print(f"accuracy on {n_gold} gold items: {post.accuracy():.4f}", file=sys.stderr)
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from tqdm.auto import tqdm
+
+    import crowdinfer as ci
+
+    steps = tqdm(total=4, desc="demo", unit="step", file=sys.stderr)
+    steps.set_postfix_str("simulating annotators")
+    task = ci.datasets.synthetic(
+        n_items=args.items,
+        n_workers=args.workers,
+        n_classes=args.classes,
+        annotations_per_item=args.per_item,
+        accuracy=(0.3, 0.9),
+        structure="structured",
+        imbalance=5.0,
+        worker_activity=0.8,
+        seed=args.seed,
+    )
+    steps.update()
+    rows = []
+    true_acc = np.einsum("jkk,k->j", task.true_confusion, task.class_prior)
+    for name, kwargs in (
+        ("majority vote", dict(model="majority_vote")),
+        ("one-coin Dawid-Skene", dict(model="one_coin")),
+        ("Dawid-Skene", dict(model="dawid_skene")),
+    ):
+        steps.set_postfix_str(name)
+        post = ci.fit(task.annotations, **kwargs)
+        skills = post.worker_skills()
+        confusion_error = np.abs(post.confusion - task.true_confusion).sum(-1).mean()
+        rows.append(
+            {
+                "model": name,
+                "label accuracy": post.accuracy(),
+                "worker accuracy MAE": float(np.mean(np.abs(skills["accuracy"] - true_acc))),
+                "confusion L1/row": float(confusion_error),
+                "seconds": post.options["seconds"],
+            }
+        )
+        steps.update()
+    steps.close()
+    ann = task.annotations
+    print(
+        f"\nSimulated task: {ann.n_items} items, {ann.n_workers} workers ({args.per_item} per item, "
+        f"accuracy 0.3-0.9, structured confusions, class imbalance 5x), {ann.n_classes} classes, "
+        f"{ann.n_annotations} annotations.\n"
+    )
+    table = pd.DataFrame(rows).set_index("model")
+    print(table.to_string(float_format=lambda x: f"{x:.3f}"))
+    print(
+        "\nworker accuracy MAE: mean |estimated - true| probability that a worker is right;"
+        "\nconfusion L1/row: mean L1 distance between estimated and true confusion rows."
+    )
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="crowdinfer",
+        description="True labels and annotator skills from noisy crowd annotations.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_fit(sub)
+    _add_demo(sub)
+    args = parser.parse_args(argv)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.showwarning = lambda msg, *a, **k: print(f"warning: {msg}", file=sys.stderr)
+            return {"fit": _cmd_fit, "demo": _cmd_demo}[args.command](args)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"crowdinfer {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

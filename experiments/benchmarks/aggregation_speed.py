@@ -1,0 +1,557 @@
+#!/usr/bin/env python
+"""Speed, memory and accuracy of crowdinfer's Dawid-Skene against crowd-kit's ``DawidSkene``.
+
+    python experiments/benchmarks/aggregation_speed.py            # full run (~10-20 min on 2 cores)
+    python experiments/benchmarks/aggregation_speed.py --quick    # smoke run: 10^4 and 10^5 only
+
+The full run writes ``experiments/results/aggregation_speed.{md,csv,png}``.  ``--quick`` writes to a
+temporary folder (printed at the end) unless ``--out-dir`` is given, so a smoke run never overwrites
+the committed results.
+
+What is measured (same machine, same run, same data, the same number of EM iterations):
+
+* crowdinfer: ``ci.fit(ann, prior="none", max_iter=20, tol=-inf, stop="objective")`` -- classic
+  maximum-likelihood Dawid-Skene.  ``tol=-inf`` because ``tol=0`` is not enough to force the
+  iterations: the float32 objective stops changing *exactly* after ~10 iterations, so
+  ``|change| <= 0`` fires early.  Every fit is checked to have run ``n_iter == 20``.
+* crowd-kit: ``DawidSkene(n_iter=20, tol=-inf)``.  Its loop breaks when
+  ``new_loss - loss < tol``; with ``tol=0`` it would stop as soon as the ELBO dips by float noise,
+  so ``-inf`` again; every fit is checked to have ``len(loss_history_) == 20``.
+* Both start from the (soft) majority vote.  One crowdinfer iteration is an M-step then an E-step
+  (20 of each); crowd-kit does an M-step on the majority vote and then 20 x (E-step, M-step, ELBO).
+* Every (tool, data set) pair runs in its own fresh subprocess, so crowdinfer's first call includes
+  the jit compilation (the JAX backend is started before the clock, so it does not), and peak memory
+  (``ru_maxrss``) belongs to that fit alone: the peak is reset (``/proc/self/clear_refs``) after the
+  imports and data generation, and the increment is reported over the RSS at that point.
+* crowdinfer time: first call, and steady state = median of 3 further calls on the same data.
+  crowd-kit time: median of 3 calls (1 call if the first takes more than 60 s); crowd-kit is
+  skipped above 10^6 annotations, and a call that runs past ~3 minutes is killed and reported.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import gc
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+RESULTS = REPO / "experiments" / "results"
+STEM = "aggregation_speed"
+DATA_DIR = Path(os.environ.get("CROWDINFER_DATA", "/work/shared/data"))
+
+N_ITER = 20
+NEVER_STOP = float("-inf")  # a tolerance no change can meet: exactly N_ITER iterations
+SEED = 0
+N_WORKERS = 200
+N_CLASSES = 10
+PER_ITEM = 10  # annotations per item; n_items = n_annotations / PER_ITEM
+SIZES_FULL = [10**4, 10**5, 5 * 10**5, 10**6, 10**7]
+SIZES_QUICK = [10**4, 10**5]
+REAL = ["product", "web"]
+STEADY_CALLS = 3
+CROWDKIT_MAX_N = 10**6
+CROWDKIT_SLOW_CALL_S = 60.0  # after a first call this slow, no repeats
+CROWDKIT_CALL_LIMIT_S = 180.0  # ~3 minutes per call
+SETUP_ALLOWANCE_S = 120.0  # imports + data generation in a worker subprocess
+
+# targets of the issue
+TARGET_SPEEDUP = 30.0
+TARGET_SPEEDUP_N = 5 * 10**5
+TARGET_ACC_GAP = 0.002
+TARGET_SLOPE_BAND = 0.15  # PASS if |slope - 1| <= this
+SLOPE_MIN_N = 10**5
+TARGET_MEMORY_N = 10**7
+TARGET_MEMORY_BYTES = 4e9
+
+
+# ============================================================================ worker side
+def _rss_now() -> int:
+    import psutil
+
+    return int(psutil.Process().memory_info().rss)
+
+
+def _peak_rss() -> int:
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # KiB on Linux
+
+
+def _reset_peak() -> bool:
+    """Reset the peak-RSS mark to the current RSS (Linux >= 4.0); False if not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _load(dataset: str):
+    import crowdinfer as ci
+
+    if dataset.startswith("synthetic:"):
+        n = int(dataset.split(":", 1)[1])
+        task = ci.datasets.synthetic(
+            n_items=n // PER_ITEM, n_workers=N_WORKERS, n_classes=N_CLASSES,
+            annotations_per_item=PER_ITEM, seed=SEED,
+        )
+        return task.annotations
+    return ci.datasets.load(DATA_DIR / dataset).annotations
+
+
+def _prepare_memory() -> dict:
+    gc.collect()
+    setup_peak = _peak_rss()
+    baseline = _rss_now()
+    reset = _reset_peak()
+    return {"setup_peak_rss": setup_peak, "baseline_rss": baseline, "peak_reset": reset}
+
+
+def _finish_memory(mem: dict) -> dict:
+    peak = _peak_rss()
+    if not mem["peak_reset"]:  # the mark may still hold the data generation's peak
+        peak = max(peak, mem["baseline_rss"])
+    return {**mem, "peak_rss": peak, "increment_rss": peak - mem["baseline_rss"]}
+
+
+def work_crowdinfer(dataset: str) -> dict:
+    import jax.numpy as jnp
+    import crowdinfer as ci
+
+    ann = _load(dataset)
+    jnp.zeros(1).block_until_ready()  # start the backend outside the clock
+    mem = _prepare_memory()
+
+    def one_fit():
+        start = time.perf_counter()
+        post = ci.fit(ann, prior="none", max_iter=N_ITER, tol=NEVER_STOP, stop="objective")
+        seconds = time.perf_counter() - start
+        if post.n_iter != N_ITER:
+            raise RuntimeError(f"crowdinfer ran {post.n_iter} iterations, not {N_ITER}")
+        acc = post.accuracy()
+        del post
+        gc.collect()
+        return seconds, acc
+
+    first, acc = one_fit()
+    steady, accs = [], []
+    for _ in range(STEADY_CALLS):
+        s, a = one_fit()
+        steady.append(s)
+        accs.append(a)
+    if any(a != acc for a in accs):
+        raise RuntimeError(f"crowdinfer accuracy changed between calls: {acc} vs {accs}")
+    return {
+        "tool": "crowdinfer", "n_annotations": ann.n_annotations, "n_items": ann.n_items,
+        "n_workers": ann.n_workers, "n_classes": ann.n_classes, "n_iter": N_ITER,
+        "first_s": first, "calls_s": steady, "steady_s": statistics.median(steady),
+        "accuracy": acc, **_finish_memory(mem),
+    }
+
+
+def work_crowdkit(dataset: str) -> dict:
+    from crowdkit.aggregation import DawidSkene
+
+    ann = _load(dataset)
+    sizes = dict(n_annotations=ann.n_annotations, n_items=ann.n_items, n_workers=ann.n_workers,
+                 n_classes=ann.n_classes)
+    df = ann.to_dataframe().rename(columns={"item": "task"})
+    gold = ann.gold_labels()
+    del ann
+    mem = _prepare_memory()
+    calls, accs = [], []
+    for _ in range(STEADY_CALLS):
+        start = time.perf_counter()
+        ds = DawidSkene(n_iter=N_ITER, tol=NEVER_STOP)
+        labels = ds.fit_predict(df)
+        seconds = time.perf_counter() - start
+        if len(ds.loss_history_) != N_ITER:
+            raise RuntimeError(f"crowd-kit ran {len(ds.loss_history_)} iterations, not {N_ITER}")
+        pred = labels.reindex(gold.index)
+        accs.append(float((pred.to_numpy() == gold.to_numpy()).mean()))
+        calls.append(seconds)
+        del ds, labels, pred
+        gc.collect()
+        if seconds > CROWDKIT_SLOW_CALL_S:
+            break
+    return {
+        "tool": "crowd-kit", **sizes, "n_iter": N_ITER, "first_s": calls[0], "calls_s": calls,
+        "steady_s": statistics.median(calls), "accuracy": accs[0], **_finish_memory(mem),
+    }
+
+
+# ============================================================================ driver side
+def run_worker(tool: str, dataset: str, timeout: float) -> dict:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", tool, dataset]
+    label = f"{tool:10s} {dataset:20s}"
+    print(f"  {label} ...", end="", flush=True)
+    start = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        print(f" killed after {timeout:.0f} s", flush=True)
+        return {"tool": tool, "status": f"killed: ran past {timeout:.0f} s (limit ~3 min per call)"}
+    wall = time.perf_counter() - start
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+        print(f" FAILED (rc={proc.returncode})\n    " + "\n    ".join(tail), flush=True)
+        return {"tool": tool, "status": f"failed: {tail[-1] if tail else proc.returncode}"}
+    res = json.loads(lines[-1][len("RESULT "):])
+    res["status"] = "ok"
+    print(f" first {res['first_s']:.3f} s, median {res['steady_s']:.3f} s, acc {res['accuracy']:.4f},"
+          f" peak {res['peak_rss'] / 1e6:.0f} MB ({wall:.0f} s wall)", flush=True)
+    return res
+
+
+def machine_info() -> dict:
+    import psutil
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+
+    def version(pkg):
+        try:
+            return metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, text=True,
+                                capture_output=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "crowdinfer", "models"], cwd=REPO,
+                               text=True, capture_output=True).stdout.strip()
+        commit = commit + (" + uncommitted changes in crowdinfer/ or models/" if dirty else "")
+    except OSError:
+        commit = "unknown"
+    return {
+        "cpu": cpu,
+        "logical_cores": psutil.cpu_count(logical=True),
+        "physical_cores": psutil.cpu_count(logical=False),
+        "affinity_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "ram_gb": psutil.virtual_memory().total / 1e9,
+        "python": platform.python_version(),
+        "os": platform.platform(),
+        "jax": version("jax"), "jaxlib": version("jaxlib"), "crowd-kit": version("crowd-kit"),
+        "numpy": version("numpy"), "pandas": version("pandas"), "crowdinfer": version("crowdinfer"),
+        "commit": commit,
+        "xla_flags": os.environ.get("XLA_FLAGS", "(unset)"),
+    }
+
+
+def loglog_slope(points) -> float | None:
+    pts = [(math.log(n), math.log(t)) for n, t in points if t and t > 0]
+    if len(pts) < 2:
+        return None
+    mx = sum(x for x, _ in pts) / len(pts)
+    my = sum(y for _, y in pts) / len(pts)
+    sxx = sum((x - mx) ** 2 for x, _ in pts)
+    return sum((x - mx) * (y - my) for x, y in pts) / sxx
+
+
+def fmt_n(n: int) -> str:
+    e = round(math.log10(n)) if n > 0 else 0
+    if n >= 10**4 and n == 10**e:
+        return f"10^{e}"
+    for e in range(7, 3, -1):
+        if n >= 10**e and n % 10**e == 0:
+            return f"{n // 10**e}·10^{e}"
+    return f"{n:,}"
+
+
+def fmt_s(x) -> str:
+    if x is None:
+        return "—"
+    return f"{x:.3f}" if x < 10 else f"{x:.1f}"
+
+
+def write_outputs(rows: list[dict], info: dict, out: Path, quick: bool, started: str,
+                  total_s: float) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    # ------------------------------------------------------------------ CSV
+    import csv
+
+    cols = ["dataset", "tool", "status", "n_annotations", "n_items", "n_workers", "n_classes",
+            "n_iter", "first_s", "steady_s", "calls_s", "ns_per_annotation", "accuracy",
+            "peak_rss_mb", "baseline_rss_mb", "increment_rss_mb", "setup_peak_rss_mb", "peak_reset"]
+    with open(out / f"{STEM}.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            rec = dict(r)
+            if r.get("status") == "ok":
+                rec["ns_per_annotation"] = f"{r['steady_s'] / r['n_annotations'] * 1e9:.2f}"
+                for k in ("peak_rss", "baseline_rss", "increment_rss", "setup_peak_rss"):
+                    rec[k + "_mb"] = f"{r[k] / 1e6:.1f}"
+                rec["calls_s"] = ";".join(f"{c:.4f}" for c in r["calls_s"])
+                for k in ("first_s", "steady_s"):
+                    rec[k] = f"{r[k]:.4f}"
+                rec["accuracy"] = f"{r['accuracy']:.5f}"
+            w.writerow(rec)
+
+    by = {(r["dataset"], r["tool"]): r for r in rows}
+    ok = lambda r: r is not None and r.get("status") == "ok"  # noqa: E731
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    synth = [d for d in datasets if d.startswith("synthetic:")]
+
+    # ------------------------------------------------------------------ plot
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for tool, key, style, name in [
+        ("crowdinfer", "steady_s", "o-", "crowdinfer, steady state (median of 3)"),
+        ("crowdinfer", "first_s", "o--", "crowdinfer, first call (incl. jit compile)"),
+        ("crowd-kit", "steady_s", "s-", "crowd-kit DawidSkene (median)"),
+    ]:
+        pts = [(by[d, tool]["n_annotations"], by[d, tool][key]) for d in synth if ok(by.get((d, tool)))]
+        if pts:
+            ax.plot(*zip(*pts), style, label=name, alpha=0.4 if key == "first_s" else 1.0,
+                    color="C0" if tool == "crowdinfer" else "C1")
+    for d in datasets:
+        if d in synth:
+            continue
+        for tool, marker, color in [("crowdinfer", "*", "C0"), ("crowd-kit", "*", "C1")]:
+            r = by.get((d, tool))
+            if ok(r):
+                ax.plot(r["n_annotations"], r["steady_s"], marker, color=color, markersize=11)
+                ax.annotate(d, (r["n_annotations"], r["steady_s"]), textcoords="offset points",
+                            xytext=(6, -3), fontsize=8, color=color)
+    ci_pts = [(by[d, "crowdinfer"]["n_annotations"], by[d, "crowdinfer"]["steady_s"])
+              for d in synth if ok(by.get((d, "crowdinfer")))]
+    if ci_pts:
+        n0, t0 = ci_pts[-1]
+        xs = [min(n for n, _ in ci_pts), n0]
+        ax.plot(xs, [t0 * x / n0 for x in xs], ":", color="grey", label="linear (slope 1) guide")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("annotations")
+    ax.set_ylabel(f"seconds per fit ({N_ITER} EM iterations)")
+    ax.set_title(f"Dawid-Skene, K={N_CLASSES}, {N_WORKERS} workers (stars: real data sets)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / f"{STEM}.png", dpi=120)
+    plt.close(fig)
+
+    # ------------------------------------------------------------------ markdown
+    L = []
+    L.append("# Aggregation speed: crowdinfer vs crowd-kit Dawid-Skene\n")
+    if quick:
+        L.append("**QUICK SMOKE RUN (`--quick`): 10^4 and 10^5 only -- not the benchmark's results.**\n")
+    L.append("## How to run\n")
+    L.append("```\npython experiments/benchmarks/aggregation_speed.py          # full run, writes "
+             f"experiments/results/{STEM}.{{md,csv,png}}\n"
+             "python experiments/benchmarks/aggregation_speed.py --quick  # smoke run (10^4, 10^5) "
+             "to a temporary folder\n```\n")
+    L.append("Needs the `bench` extra (`pip install -e .[bench]`: crowd-kit, psutil) and the real data "
+             f"sets under `$CROWDINFER_DATA` (default `{DATA_DIR}`).\n")
+    L.append("## Machine\n")
+    L.append(f"- date: {started} (total benchmark wall time {total_s / 60:.1f} min)")
+    L.append(f"- CPU: {info['cpu']}; {info['logical_cores']} logical cores "
+             f"({info['physical_cores']} physical, {info['affinity_cores']} usable); "
+             f"RAM {info['ram_gb']:.1f} GB; no GPU (JAX CPU backend)")
+    L.append(f"- {info['os']}, Python {info['python']}")
+    L.append(f"- jax {info['jax']}, jaxlib {info['jaxlib']}, crowd-kit {info['crowd-kit']}, "
+             f"numpy {info['numpy']}, pandas {info['pandas']}, crowdinfer {info['crowdinfer']} "
+             f"(git {info['commit']}); XLA_FLAGS {info['xla_flags']}\n")
+    L.append("## Set-up\n")
+    L.append(f"- Synthetic tasks: `ci.datasets.synthetic(n_items=n/{PER_ITEM}, n_workers={N_WORKERS}, "
+             f"n_classes={N_CLASSES}, annotations_per_item={PER_ITEM}, seed={SEED})` (worker accuracies "
+             "uniform in [0.5, 0.9]); real: `product` (binary) and `web` (5 grades) from "
+             "`ci.datasets.load`, accuracy on the items with gold.")
+    L.append(f"- crowdinfer: `ci.fit(ann, prior=\"none\", max_iter={N_ITER}, tol=-inf, stop=\"objective\")`"
+             f" (maximum-likelihood DS); crowd-kit: `DawidSkene(n_iter={N_ITER}, tol=-inf)` on "
+             "`ann.to_dataframe().rename(columns={\"item\": \"task\"})`. Both run exactly "
+             f"{N_ITER} EM iterations (checked on every call). `tol=0` is not enough: crowdinfer's float32 "
+             "objective stops changing exactly after ~10 iterations on synthetic data and `|change| <= 0` "
+             "stops it there; crowd-kit breaks on `new_loss - loss < tol`, i.e. on any ELBO dip.")
+    L.append("- Each (tool, data set) runs in a fresh subprocess. crowdinfer: *first* = first call "
+             "(includes jit compilation; the JAX backend is started beforehand), *steady* = median of "
+             f"{STEADY_CALLS} further calls on the same data (each call includes moving the annotations "
+             f"to the device and the majority-vote start). crowd-kit: median of {STEADY_CALLS} calls "
+             f"(1 if a call takes > {CROWDKIT_SLOW_CALL_S:.0f} s); not run above {fmt_n(CROWDKIT_MAX_N)} "
+             "annotations.")
+    L.append("- Accuracy: crowdinfer `post.accuracy()` (argmax, ties split); crowd-kit its "
+             "`fit_predict` labels against `ann.gold_labels()`.")
+    L.append("- Memory: peak RSS (`ru_maxrss`) of the subprocess over all its calls, after resetting the "
+             "peak mark (`/proc/self/clear_refs`) once imports and data generation are done; "
+             "*increment* = peak minus the RSS at that point (baseline). MB = 10^6 bytes.\n")
+
+    # speed table
+    L.append("## Time and accuracy\n")
+    L.append("| data set | annotations | crowdinfer first call (s) | crowdinfer steady (s) | crowd-kit (s) "
+             "| speed-up steady | speed-up first call | acc crowdinfer | acc crowd-kit | Δacc |")
+    L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for d in datasets:
+        a, b = by.get((d, "crowdinfer")), by.get((d, "crowd-kit"))
+        name = f"synthetic {fmt_n(int(d.split(':')[1]))}" if d in synth else d
+        n = a["n_annotations"] if ok(a) else (b["n_annotations"] if ok(b) else "?")
+        cells = [name, f"{n:,}" if isinstance(n, int) else n]
+        cells += [fmt_s(a["first_s"]), fmt_s(a["steady_s"])] if ok(a) else [a["status"] if a else "—"] * 2
+        cells.append(fmt_s(b["steady_s"]) + (f" ({len(b['calls_s'])} call)" if len(b["calls_s"]) == 1 else "")
+                     if ok(b) else (b["status"] if b else "—"))
+        if ok(a) and ok(b):
+            cells += [f"{b['steady_s'] / a['steady_s']:.1f}x", f"{b['steady_s'] / a['first_s']:.1f}x"]
+        else:
+            cells += ["—", "—"]
+        cells.append(f"{a['accuracy']:.4f}" if ok(a) else "—")
+        cells.append(f"{b['accuracy']:.4f}" if ok(b) else "—")
+        cells.append(f"{a['accuracy'] - b['accuracy']:+.4f}" if ok(a) and ok(b) else "—")
+        L.append("| " + " | ".join(cells) + " |")
+    L.append("")
+
+    # linear growth
+    L.append("## Growth with size (synthetic)\n")
+    L.append("| annotations | crowdinfer steady ns/annotation | crowdinfer first-call ns/annotation "
+             "| crowd-kit ns/annotation | crowdinfer compile + trace ≈ first − steady (s) |")
+    L.append("|---:|---:|---:|---:|---:|")
+    for d in synth:
+        a, b = by.get((d, "crowdinfer")), by.get((d, "crowd-kit"))
+        n = int(d.split(":")[1])
+        L.append("| " + " | ".join([
+            fmt_n(n),
+            f"{a['steady_s'] / a['n_annotations'] * 1e9:.0f}" if ok(a) else "—",
+            f"{a['first_s'] / a['n_annotations'] * 1e9:.0f}" if ok(a) else "—",
+            f"{b['steady_s'] / b['n_annotations'] * 1e9:.0f}" if ok(b) else "—",
+            f"{a['first_s'] - a['steady_s']:.2f}" if ok(a) else "—",
+        ]) + " |")
+    ci_fit = [(by[d, "crowdinfer"]["n_annotations"], by[d, "crowdinfer"]["steady_s"]) for d in synth
+              if ok(by.get((d, "crowdinfer"))) and by[d, "crowdinfer"]["n_annotations"] >= SLOPE_MIN_N]
+    ck_fit = [(by[d, "crowd-kit"]["n_annotations"], by[d, "crowd-kit"]["steady_s"]) for d in synth
+              if ok(by.get((d, "crowd-kit"))) and by[d, "crowd-kit"]["n_annotations"] >= SLOPE_MIN_N]
+    slope_ci, slope_ck = loglog_slope(ci_fit), loglog_slope(ck_fit)
+    L.append("")
+    if slope_ci is not None:
+        L.append(f"Least-squares log-log slope of steady-state time vs annotations over the sizes ≥ "
+                 f"{fmt_n(SLOPE_MIN_N)}: **crowdinfer {slope_ci:.3f}** "
+                 f"({', '.join(fmt_n(n) for n, _ in ci_fit)}); crowd-kit "
+                 + (f"{slope_ck:.3f} ({', '.join(fmt_n(n) for n, _ in ck_fit)})." if slope_ck is not None
+                    else "— (fewer than 2 sizes)."))
+    else:
+        L.append(f"Log-log slope: fewer than 2 sizes ≥ {fmt_n(SLOPE_MIN_N)} in this run.")
+    L.append("")
+
+    # memory
+    L.append("## Peak memory\n")
+    L.append("| data set | tool | baseline RSS (MB) | peak RSS (MB) | increment (MB) | increment bytes/annotation |")
+    L.append("|---|---|---:|---:|---:|---:|")
+    for d in datasets:
+        name = f"synthetic {fmt_n(int(d.split(':')[1]))}" if d in synth else d
+        for tool in ("crowdinfer", "crowd-kit"):
+            r = by.get((d, tool))
+            if not ok(r):
+                L.append(f"| {name} | {tool} | — | — | — | {r['status'] if r else '—'} |")
+                continue
+            L.append(f"| {name} | {tool} | {r['baseline_rss'] / 1e6:.0f} | {r['peak_rss'] / 1e6:.0f} | "
+                     f"{r['increment_rss'] / 1e6:.0f} | {r['increment_rss'] / r['n_annotations']:.0f} |")
+    if not all(r.get("peak_reset", True) for r in rows if ok(r)):
+        L.append("\n(peak mark could not be reset on this system: peaks may include data generation)")
+    L.append("")
+
+    # targets
+    L.append("## Targets\n")
+    L.append("| target | measured | result |")
+    L.append("|---|---|---|")
+    key = f"synthetic:{TARGET_SPEEDUP_N}"
+    a, b = by.get((key, "crowdinfer")), by.get((key, "crowd-kit"))
+    if ok(a) and ok(b):
+        sp = b["steady_s"] / a["steady_s"]
+        gap = abs(a["accuracy"] - b["accuracy"])
+        res = "PASS" if sp >= TARGET_SPEEDUP and gap <= TARGET_ACC_GAP else "FAIL"
+        L.append(f"| steady state ≥ {TARGET_SPEEDUP:.0f}x faster than crowd-kit at {fmt_n(TARGET_SPEEDUP_N)} "
+                 f"annotations, accuracy within {TARGET_ACC_GAP} | {sp:.1f}x "
+                 f"({a['steady_s']:.3f} s vs {b['steady_s']:.3f} s); |Δacc| = {gap:.4f} "
+                 f"(speed {'ok' if sp >= TARGET_SPEEDUP else 'missed'}, accuracy "
+                 f"{'ok' if gap <= TARGET_ACC_GAP else 'missed'}) | **{res}** |")
+    else:
+        L.append(f"| ≥ {TARGET_SPEEDUP:.0f}x at {fmt_n(TARGET_SPEEDUP_N)} | not measured in this run | — |")
+    if slope_ci is not None and len(ci_fit) >= 3:
+        res = "PASS" if abs(slope_ci - 1) <= TARGET_SLOPE_BAND else "FAIL"
+        L.append(f"| time grows linearly: log-log slope within 1 ± {TARGET_SLOPE_BAND} over sizes ≥ "
+                 f"{fmt_n(SLOPE_MIN_N)} | {slope_ci:.3f} | **{res}** |")
+    else:
+        L.append(f"| linear growth (slope ≈ 1) | fewer than 3 sizes ≥ {fmt_n(SLOPE_MIN_N)} in this run | — |")
+    a = by.get((f"synthetic:{TARGET_MEMORY_N}", "crowdinfer"))
+    if ok(a):
+        res = "PASS" if a["peak_rss"] < TARGET_MEMORY_BYTES else "FAIL"
+        L.append(f"| {fmt_n(TARGET_MEMORY_N)} annotations fit in < {TARGET_MEMORY_BYTES / 1e9:.0f} GB | "
+                 f"peak RSS {a['peak_rss'] / 1e9:.2f} GB (whole process; fit increment "
+                 f"{a['increment_rss'] / 1e9:.2f} GB) | **{res}** |")
+    else:
+        L.append(f"| {fmt_n(TARGET_MEMORY_N)} annotations < 4 GB | "
+                 f"{a['status'] if a else 'not measured in this run'} | — |")
+    L.append("")
+    L.append(f"![time vs annotations]({STEM}.png)\n")
+    L.append(f"Raw numbers (every call's time): `{STEM}.csv`.\n")
+    (out / f"{STEM}.md").write_text("\n".join(L))
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="smoke run: synthetic 10^4 and 10^5 only")
+    p.add_argument("--out-dir", type=Path, default=None,
+                   help=f"where to write {STEM}.{{md,csv,png}} (default experiments/results; "
+                        "a temporary folder with --quick)")
+    p.add_argument("--skip-real", action="store_true", help="synthetic sizes only")
+    p.add_argument("--worker", nargs=2, metavar=("TOOL", "DATASET"), help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+
+    if args.worker:
+        tool, dataset = args.worker
+        fn = {"crowdinfer": work_crowdinfer, "crowd-kit": work_crowdkit}[tool]
+        res = fn(dataset)
+        print("RESULT " + json.dumps(res), flush=True)
+        return
+
+    out = args.out_dir
+    if out is None:
+        out = Path(tempfile.mkdtemp(prefix="aggregation_speed_quick_")) if args.quick else RESULTS
+    sizes = SIZES_QUICK if args.quick else SIZES_FULL
+    datasets = [f"synthetic:{n}" for n in sizes] + ([] if args.skip_real else REAL)
+    started = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    info = machine_info()
+    print(f"aggregation speed benchmark, {started}: {info['logical_cores']} cores, "
+          f"{info['ram_gb']:.1f} GB, jax {info['jax']}, crowd-kit {info['crowd-kit']}", flush=True)
+    t0 = time.perf_counter()
+    rows = []
+    for d in datasets:
+        n = int(d.split(":")[1]) if d.startswith("synthetic:") else 0
+        res = run_worker("crowdinfer", d, timeout=SETUP_ALLOWANCE_S + 4 * CROWDKIT_CALL_LIMIT_S)
+        rows.append({"dataset": d, **res})
+        if n > CROWDKIT_MAX_N:
+            rows.append({"dataset": d, "tool": "crowd-kit",
+                         "status": f"skipped (> {fmt_n(CROWDKIT_MAX_N)} annotations)"})
+            print(f"  {'crowd-kit':10s} {d:20s} skipped (> {CROWDKIT_MAX_N} annotations)")
+            continue
+        # one call of ~3 min, or three calls of < 60 s each, plus set-up
+        res = run_worker("crowd-kit", d, timeout=SETUP_ALLOWANCE_S + CROWDKIT_CALL_LIMIT_S)
+        rows.append({"dataset": d, **res})
+    total = time.perf_counter() - t0
+    write_outputs(rows, info, out, args.quick, started, total)
+    print(f"wrote {out / (STEM + '.md')}, {out / (STEM + '.csv')}, {out / (STEM + '.png')} "
+          f"({total / 60:.1f} min)")
+
+
+if __name__ == "__main__":
+    main()

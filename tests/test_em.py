@@ -1,0 +1,125 @@
+"""The EM engine: it climbs the NumPyro model's log density, never down; stopping rules; hooks."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from numpyro.infer.util import log_density
+
+import crowdinfer as ci
+from crowdinfer.fit import resolve_prior
+from crowdinfer.inference.em import EMSpec, em
+from crowdinfer.models import dawid_skene, majority_vote, one_coin
+
+
+def _spec(module):
+    return EMSpec(module.m_step, module.log_confusion, module.log_prior)
+
+
+@pytest.fixture(scope="module")
+def task():
+    return ci.datasets.synthetic(n_items=600, n_workers=30, n_classes=4, annotations_per_item=4,
+                                 structure="structured", imbalance=3.0, seed=3)
+
+
+@pytest.mark.parametrize("name", ["rte", "dog"])
+def test_objective_is_numpyro_log_density_and_never_decreases(dataset, name):
+    ann = dataset(name).annotations
+    data = ann.to_device()
+    hyper = dawid_skene.Hyper(jnp.asarray(resolve_prior(ann, "homogeneous"), jnp.float32),
+                              jnp.ones(ann.n_classes))
+    state = em(_spec(dawid_skene), data, hyper, majority_vote.soft(data), max_iter=60, tol=0.0,
+               stop="objective")
+    history = np.asarray(state.history)[: int(state.iteration)]
+    assert int(state.iteration) == 60 and not np.isnan(history).any()
+    assert np.all(np.diff(history) >= -1e-4 * np.abs(history[:-1])), "EM objective decreased"
+    assert history[-1] > history[0] + 1.0, "EM made no progress"
+    logp, _ = log_density(dawid_skene.model, (data, hyper), {}, state.params)
+    np.testing.assert_allclose(float(logp), float(state.objective), rtol=2e-5)
+
+
+def test_one_coin_objective_is_numpyro_log_density(task):
+    data = task.annotations.to_device()
+    k = task.annotations.n_classes
+    hyper = one_coin.Hyper(jnp.float32(7.0), jnp.float32(3.0), jnp.ones(k))
+    state = em(_spec(one_coin), data, hyper, majority_vote.soft(data), max_iter=40, tol=0.0,
+               stop="objective")
+    history = np.asarray(state.history)
+    assert np.all(np.diff(history) >= -1e-4 * np.abs(history[:-1]))
+    logp, _ = log_density(one_coin.model, (data, hyper), {}, state.params)
+    np.testing.assert_allclose(float(logp), float(state.objective), rtol=2e-5)
+
+
+def test_per_item_prior_logits_replace_the_class_prior(task):
+    ann = task.annotations
+    data = ann.to_device()
+    hyper = dawid_skene.Hyper(jnp.asarray(resolve_prior(ann), jnp.float32), jnp.ones(ann.n_classes))
+    logits = jax.random.normal(jax.random.key(0), (ann.n_items, ann.n_classes))
+    state = em(_spec(dawid_skene), data, hyper, majority_vote.soft(data), logits, max_iter=30,
+               tol=0.0, stop="objective")
+    assert "class_prior" not in state.params
+    logp, _ = log_density(dawid_skene.model, (data, hyper), {"prior_logits": logits}, state.params)
+    np.testing.assert_allclose(float(logp), float(state.objective), rtol=2e-5)
+
+
+def test_a_confident_item_prior_decides_unannotated_items():
+    ann = ci.Annotations.from_arrays([0, 0, 1, 1], [0, 1, 0, 1], [0, 0, 1, 1], n_items=3, n_classes=2)
+    logits = np.array([[0.0, 0.0], [0.0, 0.0], [-5.0, 5.0]])
+    post = ci.fit(ann, prior_logits=logits)
+    assert post.labels[2] == 1 and post.label_probs[2, 1] > 0.99
+    assert post.class_prior is None
+
+
+def test_stopping_rules(task):
+    ann = task.annotations
+    soft = ci.fit(ann, stop="soft", tol=1e-3)
+    tight = ci.fit(ann, stop="soft", tol=1e-7)
+    hard = ci.fit(ann, stop="hard")
+    capped = ci.fit(ann, stop="objective", tol=0.0, max_iter=7)
+    assert soft.converged and soft.n_iter < tight.n_iter
+    assert hard.converged and hard.n_iter <= tight.n_iter
+    # the hard rule fired because its last iteration moved no argmax label (seed 000 eq. 5)
+    before = ci.fit(ann, stop="objective", tol=0.0, max_iter=hard.n_iter - 1)
+    assert np.array_equal(before.labels, hard.labels)
+    assert not np.array_equal(before.label_probs, hard.label_probs)
+    assert capped.n_iter == 7 and not capped.converged and len(capped.history) == 7
+    with pytest.raises(ValueError, match="stop must be one of"):
+        ci.fit(ann, stop="sometimes")
+
+
+def test_dawid_skene_recovers_known_confusions():
+    task = ci.datasets.synthetic(n_items=2000, n_workers=30, n_classes=4, annotations_per_item=4,
+                                 structure="structured", imbalance=3.0, seed=4)
+    post = ci.fit(task.annotations)
+    mv = ci.fit(task.annotations, "majority_vote")
+    assert post.accuracy() > mv.accuracy() + 0.02
+    true_acc = np.einsum("jkk,k->j", task.true_confusion, task.class_prior)
+    est = post.worker_skills()["accuracy"].to_numpy()
+    assert np.mean(np.abs(est - true_acc)) < 0.04
+    assert np.corrcoef(est, true_acc)[0, 1] > 0.85
+    np.testing.assert_allclose(post.class_prior, task.class_prior, atol=0.05)
+
+
+def test_every_output_is_a_distribution(task):
+    for model in ("dawid_skene", "one_coin", "majority_vote"):
+        post = ci.fit(task.annotations, model)
+        np.testing.assert_allclose(post.label_probs.sum(-1), 1.0, atol=1e-5)
+        np.testing.assert_allclose(post.confusion.sum(-1), 1.0, atol=1e-5)
+        assert np.all(post.label_probs >= 0) and np.all(post.confusion >= 0)
+
+
+def test_results_are_deterministic(task):
+    a, b = ci.fit(task.annotations), ci.fit(task.annotations)
+    np.testing.assert_array_equal(a.label_probs, b.label_probs)
+
+
+def test_fit_rejects_unknown_model_method_and_options(task):
+    with pytest.raises(ValueError, match="unknown model 'glad'"):
+        ci.fit(task.annotations, "glad")
+    with pytest.raises(ValueError, match="model 'dawid_skene' has no method 'nuts'; available: \\['em'\\]"):
+        ci.fit(task.annotations, method="nuts")
+    with pytest.raises(TypeError, match="dawid_skene/em: .*unexpected keyword.*colour"):
+        ci.fit(task.annotations, colour="red")
+    with pytest.raises(ValueError, match="unknown prior 'flat'"):
+        ci.fit(task.annotations, prior="flat")
+    with pytest.raises(ValueError, match=r"prior_logits must have shape \(600, 4\)"):
+        ci.fit(task.annotations, prior_logits=np.zeros((3, 4)))
