@@ -1,0 +1,57 @@
+"""The `crowdinfer` command."""
+import subprocess
+import sys
+
+import pandas as pd
+
+import crowdinfer as ci
+from crowdinfer.cli import main
+
+
+def test_fit_writes_labels_confusions_and_prints_gold_accuracy(tmp_path, capsys, dataset):
+    folder = ci.datasets.shared_data_dir() / "dog"
+    out, conf, skills = tmp_path / "labels.csv", tmp_path / "conf.csv", tmp_path / "skills.csv"
+    rc = main(["fit", str(folder / "annotations.csv"), "--model", "dawid_skene", "--out", str(out),
+               "--confusion-out", str(conf), "--skills-out", str(skills),
+               "--gold", str(folder / "truth.csv")])
+    assert rc == 0
+    labels = pd.read_csv(out)
+    assert list(labels.columns) == ["item", "label", "confidence"] and len(labels) == 807
+    truth = pd.read_csv(folder / "truth.csv").set_index("item").label
+    acc = (labels.set_index("item").label == truth.reindex(labels.item).to_numpy()).mean()
+    assert acc > 0.83
+    err = capsys.readouterr().err
+    assert f"accuracy on 807 gold items: {acc:.4f}" in err
+    c = pd.read_csv(conf)
+    assert list(c.columns) == ["worker", "true_class", "observed_class", "probability"]
+    assert len(c) == 109 * 4 * 4
+    assert len(pd.read_csv(skills)) == 109
+
+
+def test_fit_reports_bad_input_clearly(tmp_path, capsys):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("item,worker,answer\n1,2,3\n")
+    assert main(["fit", str(bad)]) == 2
+    assert "missing label column 'label'" in capsys.readouterr().err
+    assert main(["fit", str(bad), "--label-col", "answer"]) == 2
+    assert "fewer than 2 classes" in capsys.readouterr().err
+
+
+def test_majority_vote_to_stdout(capsys):
+    folder = ci.datasets.shared_data_dir() / "temp"
+    assert main(["fit", str(folder / "annotations.csv"), "--model", "majority_vote"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "item,label,confidence" and len(out) == 463
+
+
+def test_demo_runs_as_a_console_script():
+    proc = subprocess.run(
+        [sys.executable, "-m", "crowdinfer.cli", "demo", "--items", "3000", "--workers", "60"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = {line.split("  ")[0]: line for line in proc.stdout.splitlines()}
+    assert "Dawid-Skene" in rows and "majority vote" in rows
+    table = [l.split() for l in proc.stdout.splitlines() if l.startswith(("majority", "Dawid"))]
+    mv, ds = float(table[0][2]), float(table[1][1])
+    assert ds > mv, proc.stdout
