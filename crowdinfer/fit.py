@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from .annotations import Annotations
-from .inference.em import EMSpec, em
+from .inference.loop import Spec, WorkerPart, run
+from .models import class_prior as label_prior
 from .models import dawid_skene, majority_vote, one_coin, priors
 from .ops import expected_confusion_counts
 from .posterior import Posterior
@@ -77,77 +78,77 @@ class ModelEntry(NamedTuple):
 
 
 # ----------------------------------------------------------------------- runners
-def _class_counts(annotations: Annotations, class_prior: float) -> jax.Array:
+def _label_prior_hyper(annotations: Annotations, class_prior: float, prior_logits) -> dict:
+    """The label-prior entries of ``hyper``: class pseudo-counts, or per-item prior logits."""
     if class_prior < 0:
         raise ValueError("class_prior pseudo-count must be >= 0")
-    return jnp.full((annotations.n_classes,), float(class_prior), dtype=jnp.float32)
+    hyper = {"class_counts": jnp.full((annotations.n_classes,), float(class_prior), jnp.float32)}
+    if prior_logits is not None:
+        logits = jnp.asarray(prior_logits, dtype=jnp.float32)
+        want = (annotations.n_items, annotations.n_classes)
+        if logits.shape != want:
+            raise ValueError(f"prior_logits must have shape {want}, got {logits.shape}")
+        if not bool(jnp.all(jnp.isfinite(logits))):
+            raise ValueError("prior_logits contain NaN or inf")
+        hyper["prior_logits"] = logits
+    return hyper
 
 
-def _prior_logits(annotations: Annotations, prior_logits) -> jax.Array | None:
-    if prior_logits is None:
-        return None
-    logits = jnp.asarray(prior_logits, dtype=jnp.float32)
-    want = (annotations.n_items, annotations.n_classes)
-    if logits.shape != want:
-        raise ValueError(f"prior_logits must have shape {want}, got {logits.shape}")
-    if not bool(jnp.all(jnp.isfinite(logits))):
-        raise ValueError("prior_logits contain NaN or inf")
-    return logits
+CLASS_PARTS = {"em": label_prior.MAP, "vb": label_prior.VB}
 
 
-def _run_em(
+def _run_loop(
     model_name: str,
-    module,
-    hyper,
+    method: str,
+    workers: WorkerPart,
+    hyper: dict,
     annotations: Annotations,
     *,
-    prior_logits=None,
     max_iter: int = 100,
     tol: float = 1e-5,
     stop: str = "soft",
     progress: bool = False,
     options: dict,
 ) -> Posterior:
+    """Run the coordinate-ascent loop (EM or VB) and wrap the result."""
     data = annotations.to_device()
-    spec = EMSpec(module.m_step, module.log_confusion, module.log_prior)
-    init = majority_vote.soft(data)
-    callback = _progress_callback(max_iter) if progress else None
-    state = em(
+    classes = label_prior.FIXED if "prior_logits" in hyper else CLASS_PARTS[method]
+    spec = Spec(workers, classes)
+    callback = _progress_callback(max_iter, method.upper()) if progress else None
+    state = run(
         spec,
         data,
         hyper,
-        init,
-        _prior_logits(annotations, prior_logits),
+        majority_vote.soft(data),
         max_iter=int(max_iter),
         tol=float(tol),
         stop=stop,
         callback=callback,
     )
-    state = jax.device_get(state)
     if callback is not None:
         callback.close()
+    proportions = classes.proportions(state.params)
+    state = jax.device_get(state)
     n_iter = int(state.iteration)
-    params = {k: np.asarray(v) for k, v in state.params.items()}
-    confusion = np.exp(np.asarray(module.log_confusion(state.params, annotations.n_classes)))
     return Posterior(
         annotations=annotations,
         model=model_name,
-        method="em",
+        method=method,
         label_probs=np.exp(np.asarray(state.log_q, dtype=np.float64)),
-        confusion=confusion,
-        class_prior=params.get("class_prior"),
+        confusion=np.asarray(workers.confusion(state.params, annotations.n_classes)),
+        class_prior=None if proportions is None else np.asarray(proportions),
         history=np.asarray(state.history[:n_iter]),
         n_iter=n_iter,
         converged=bool(state.converged),
-        params=params,
+        params={k: np.asarray(v) for k, v in state.params.items()},
         options=options,
     )
 
 
-def _progress_callback(max_iter: int):
+def _progress_callback(max_iter: int, name: str):
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=max_iter, desc="EM", unit="it", leave=False)
+    bar = tqdm(total=max_iter, desc=name, unit="it", leave=False)
 
     def callback(iteration, objective):
         bar.n = int(iteration)
@@ -158,26 +159,26 @@ def _progress_callback(max_iter: int):
     return callback
 
 
-def _fit_dawid_skene(annotations, *, prior=DEFAULT_PRIOR, strength=None, accuracy=DEFAULT_ACCURACY,
-                     class_prior=1.0, **options) -> Posterior:
-    counts = resolve_prior(annotations, prior, strength, accuracy)
-    hyper = dawid_skene.Hyper(jnp.asarray(counts, jnp.float32), _class_counts(annotations, class_prior))
-    recorded = dict(prior=prior if isinstance(prior, str) else "array", strength=strength,
-                    accuracy=accuracy, class_prior=class_prior)
-    return _run_em("dawid_skene", dawid_skene, hyper, annotations, options=recorded, **options)
+def _confusion_runner(model_name: str, method: str, workers: WorkerPart, one_coin_prior=False):
+    """A runner for a confusion model: resolves the prior options into ``hyper`` and runs."""
 
+    def runner(annotations, *, prior=DEFAULT_PRIOR, strength=None, accuracy=DEFAULT_ACCURACY,
+               class_prior=1.0, prior_logits=None, **options) -> Posterior:
+        counts = resolve_prior(annotations, prior, strength, accuracy)
+        hyper = _label_prior_hyper(annotations, class_prior, prior_logits)
+        if one_coin_prior:
+            k = annotations.n_classes
+            right = np.trace(counts, axis1=-2, axis2=-1) / k  # pseudo right answers per row
+            hyper["correct"] = jnp.asarray(right, jnp.float32)
+            hyper["wrong"] = jnp.asarray(counts.sum((-2, -1)) / k - right, jnp.float32)
+        else:
+            hyper["confusion"] = jnp.asarray(counts, jnp.float32)
+        recorded = dict(prior=prior if isinstance(prior, str) else "array", strength=strength,
+                        accuracy=accuracy, class_prior=class_prior)
+        return _run_loop(model_name, method, workers, hyper, annotations, options=recorded,
+                         **options)
 
-def _fit_one_coin(annotations, *, prior=DEFAULT_PRIOR, strength=None, accuracy=DEFAULT_ACCURACY,
-                  class_prior=1.0, **options) -> Posterior:
-    counts = resolve_prior(annotations, prior, strength, accuracy)
-    k = annotations.n_classes
-    diag = np.trace(counts, axis1=-2, axis2=-1) / k  # pseudo right answers per row
-    wrong = counts.sum((-2, -1)) / k - diag
-    hyper = one_coin.Hyper(jnp.asarray(diag, jnp.float32), jnp.asarray(wrong, jnp.float32),
-                           _class_counts(annotations, class_prior))
-    recorded = dict(prior=prior if isinstance(prior, str) else "array", strength=strength,
-                    accuracy=accuracy, class_prior=class_prior)
-    return _run_em("one_coin", one_coin, hyper, annotations, options=recorded, **options)
+    return runner
 
 
 def _fit_majority_vote(annotations, *, ties: str = "split") -> Posterior:
@@ -206,8 +207,14 @@ def _fit_majority_vote(annotations, *, ties: str = "split") -> Posterior:
 
 
 MODELS: dict[str, ModelEntry] = {
-    "dawid_skene": ModelEntry({"em": _fit_dawid_skene}, "em"),
-    "one_coin": ModelEntry({"em": _fit_one_coin}, "em"),
+    "dawid_skene": ModelEntry(
+        {
+            "em": _confusion_runner("dawid_skene", "em", dawid_skene.MAP),
+            "vb": _confusion_runner("dawid_skene", "vb", dawid_skene.VB),
+        },
+        "em",
+    ),
+    "one_coin": ModelEntry({"em": _confusion_runner("one_coin", "em", one_coin.MAP, True)}, "em"),
     "majority_vote": ModelEntry({"vote": _fit_majority_vote}, "vote"),
 }
 

@@ -30,10 +30,10 @@ def gather_log_confusion(data: CrowdData, log_confusion: jax.Array) -> jax.Array
     return by_observed[data.worker_label]
 
 
-def item_log_likelihood(data: CrowdData, log_confusion: jax.Array) -> jax.Array:
-    """``L[i, k] = sum_{n: i_n = i} log p(z_n | y_i = k, w_n)``, shape (N, K)."""
-    g = gather_log_confusion(data, log_confusion)
-    g = jnp.where(data.weight[:, None] > 0, g * data.weight[:, None], 0.0)
+def item_log_likelihood(data: CrowdData, annotation_log_lik: jax.Array) -> jax.Array:
+    """``L[i, k] = sum_{n: i_n = i} log p(z_n | y_i = k, ...)``, shape (N, K), from the
+    per-annotation log-likelihoods ``G[n, k]`` (padding rows count for nothing)."""
+    g = jnp.where(data.weight[:, None] > 0, annotation_log_lik * data.weight[:, None], 0.0)
     return jax.ops.segment_sum(g, data.item, data.n_items, indices_are_sorted=True)
 
 
@@ -50,20 +50,22 @@ def vote_counts(data: CrowdData) -> jax.Array:
     return jax.ops.segment_sum(votes, data.item, data.n_items, indices_are_sorted=True)
 
 
-def label_posterior(data: CrowdData, log_confusion: jax.Array, log_prior: jax.Array):
+def label_posterior(data: CrowdData, annotation_log_lik: jax.Array, log_prior: jax.Array):
     """The E-step: ``log q[i, k] = log p(y_i = k | Z_i, theta)`` (seed 000 eq. 1 and 4).
 
-    ``log_prior`` is the log class prior, shape (K,), or a per-item prior ``log p(y_i | x_i)``,
-    shape (N, K).  Returns ``(log_q, log_evidence)`` where ``log_evidence[i] = log p(Z_i | theta)``.
+    ``annotation_log_lik[n, k] = log p(z_n | y = k, ...)`` (for confusion models
+    :func:`gather_log_confusion`); ``log_prior`` is the log class prior, shape (K,), or a per-item
+    prior ``log p(y_i | x_i)``, shape (N, K).  Returns ``(log_q, log_evidence)`` where
+    ``log_evidence[i] = log p(Z_i | theta)``.
     """
-    joint = log_prior + item_log_likelihood(data, log_confusion)
+    joint = log_prior + item_log_likelihood(data, annotation_log_lik)
     evidence = logsumexp(joint, axis=-1)
     return joint - evidence[:, None], evidence
 
 
-def mean_annotation_likelihood(data: CrowdData, log_confusion: jax.Array, label_probs: jax.Array):
+def mean_annotation_likelihood(data: CrowdData, annotation_log_lik: jax.Array, label_probs: jax.Array):
     """The quantity of the soft stopping rule (seed 000 eq. 6):
-    ``(1/|Z|) sum_n sum_k q[i_n, k] theta[w_n, k, z_n]``."""
-    lik = jnp.exp(gather_log_confusion(data, log_confusion))
+    ``(1/|Z|) sum_n sum_k q[i_n, k] p(z_n | y = k, ...)``."""
+    lik = jnp.exp(annotation_log_lik)
     per_annotation = jnp.sum(label_probs[data.item] * lik, axis=-1) * data.weight
     return per_annotation.sum() / jnp.maximum(data.weight.sum(), 1.0)

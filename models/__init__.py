@@ -2,9 +2,10 @@
 
 Every model marginalises the discrete true label: the annotations enter through one
 ``numpyro.factor`` of a log-sum-exp over classes, fed by segment sums over annotations
-(:mod:`crowdinfer.ops`).  A model file also exposes the closed-form pieces its EM engine needs
-(``m_step``, ``log_confusion``, ``log_prior``), bundled as ``EM``.
+(:mod:`crowdinfer.ops`).  A model file also exposes the parts its inference loop needs
+(:class:`crowdinfer.inference.loop.WorkerPart`): ``MAP`` for EM and, where the model is conjugate,
+``VB`` for variational Bayes.  :mod:`.class_prior` holds the label-prior parts.
 """
-from . import dawid_skene, majority_vote, one_coin, priors
+from . import class_prior, dawid_skene, majority_vote, one_coin, priors
 
-__all__ = ["dawid_skene", "one_coin", "majority_vote", "priors"]
+__all__ = ["class_prior", "dawid_skene", "one_coin", "majority_vote", "priors"]

@@ -10,64 +10,84 @@ Generative story, with the true label marginalised::
     log p(Z, theta, pi) = log Dir(pi) + sum_{j,k} log Dir(theta[j, k])
                           + sum_i logsumexp_k (log pi_k + sum_{n: i_n = i} log theta[w_n, k, z_n])
 
-With ``prior_logits`` (a learned classifier ``p(y_i | x_i)``, or any outside model) the class
-proportions are not used.  MAP-EM (seed 000 eq. 1-2) has the closed-form M-step
-``theta[j, k, l] = (C[j, k, l] + beta[j, k, l]) / sum_l (...)`` with ``C`` the expected counts.
+``hyper`` is a dict: ``confusion`` (beta, shape (K, K) or (M, K, K)), and either ``class_counts``
+(gamma, (K,)) or ``prior_logits`` ((N, K): a learned classifier ``p(y_i | x_i)`` or any outside
+model; the class proportions are then not used).
+
+Inference parts:
+
+* ``MAP`` (EM, seed 000 eq. 2): ``theta[j, k, l] = (C[j, k, l] + beta[j, k, l]) / sum_l (...)`` with
+  ``C`` the expected counts under the label posterior.
+* ``VB`` (mean-field variational Bayes; the same model treated fully Bayesian is Kim & Ghahramani's
+  independent Bayesian classifier combination, see :mod:`crowdinfer.models.bcc`):
+  ``q(theta[j, k]) = Dirichlet(1 + beta[j, k] + C[j, k])`` and the E-step uses ``E[log theta]``.
 """
 from __future__ import annotations
 
-from typing import NamedTuple
-
-import jax
 import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
+from numpyro.distributions.kl import kl_divergence
 
 from crowdinfer.annotations import CrowdData
-from crowdinfer.ops import expected_confusion_counts, label_posterior
+from crowdinfer.inference.loop import WorkerPart
+from crowdinfer.ops import expected_confusion_counts, gather_log_confusion, label_posterior
 
-from .priors import class_prior_distribution, dirichlet_map
-
-
-class Hyper(NamedTuple):
-    """Pseudo-counts: ``confusion`` shape (K, K) or (M, K, K); ``class_counts`` shape (K,)."""
-
-    confusion: jax.Array
-    class_counts: jax.Array
+from . import class_prior
+from .priors import dirichlet_map
 
 
-def confusion_distribution(hyper: Hyper, n_workers: int) -> dist.Dirichlet:
-    k = hyper.class_counts.shape[-1]
-    conc = jnp.broadcast_to(1.0 + jnp.asarray(hyper.confusion), (n_workers, k, k))
-    return dist.Dirichlet(conc)
+def confusion_distribution(hyper, n_workers: int) -> dist.Dirichlet:
+    beta = jnp.asarray(hyper["confusion"])
+    k = beta.shape[-1]
+    return dist.Dirichlet(jnp.broadcast_to(1.0 + beta, (n_workers, k, k)))
 
 
-def model(data: CrowdData, hyper: Hyper, prior_logits=None):
+def model(data: CrowdData, hyper: dict):
     """The NumPyro model (true labels marginalised)."""
     with numpyro.plate("worker", data.n_workers, dim=-2), numpyro.plate(
         "true_class", data.n_classes, dim=-1
     ):
         confusion = numpyro.sample("confusion", confusion_distribution(hyper, data.n_workers))
-    if prior_logits is None:
-        class_prior = numpyro.sample("class_prior", class_prior_distribution(hyper.class_counts))
-        log_prior = jnp.log(class_prior)
-    else:
-        log_prior = jax.nn.log_softmax(prior_logits, axis=-1)
-    _, evidence = label_posterior(data, jnp.log(confusion), log_prior)
+    log_prior = class_prior.sample_log_prior(hyper)
+    _, evidence = label_posterior(data, gather_log_confusion(data, jnp.log(confusion)), log_prior)
     numpyro.factor("annotations", evidence.sum())
 
 
-# ----------------------------------------------------------------- closed-form pieces for EM
-def m_step(data: CrowdData, label_probs: jax.Array, hyper: Hyper) -> dict:
-    """MAP confusions given the label posterior ``q`` (seed 000 eq. 2)."""
-    counts = expected_confusion_counts(data, label_probs)
-    return {"confusion": dirichlet_map(counts, hyper.confusion)}
+def _init(data, hyper):
+    k = data.n_classes
+    return {"confusion": jnp.full((data.n_workers, k, k), 1.0 / k)}
 
 
-def log_confusion(params: dict, n_classes: int) -> jax.Array:
-    return jnp.log(params["confusion"])
+MAP = WorkerPart(
+    init=_init,
+    update=lambda data, q, hyper, params: {
+        "confusion": dirichlet_map(expected_confusion_counts(data, q), hyper["confusion"])
+    },
+    log_lik=lambda data, params: gather_log_confusion(data, jnp.log(params["confusion"])),
+    objective=lambda params, hyper: confusion_distribution(hyper, params["confusion"].shape[0])
+    .log_prob(params["confusion"])
+    .sum(),
+    confusion=lambda params, n_classes: params["confusion"],
+)
 
 
-def log_prior(params: dict, hyper: Hyper) -> jax.Array:
-    n_workers = params["confusion"].shape[0]
-    return confusion_distribution(hyper, n_workers).log_prob(params["confusion"]).sum()
+def _vb_update(data, q, hyper, params):
+    return {"confusion_alpha": 1.0 + hyper["confusion"] + expected_confusion_counts(data, q)}
+
+
+VB = WorkerPart(
+    init=lambda data, hyper: {
+        "confusion_alpha": confusion_distribution(hyper, data.n_workers).concentration
+    },
+    update=_vb_update,
+    log_lik=lambda data, params: gather_log_confusion(
+        data, class_prior.dirichlet_expected_log(params["confusion_alpha"])
+    ),
+    objective=lambda params, hyper: -kl_divergence(
+        dist.Dirichlet(params["confusion_alpha"]),
+        confusion_distribution(hyper, params["confusion_alpha"].shape[0]),
+    ).sum(),
+    confusion=lambda params, n_classes: params["confusion_alpha"]
+    / params["confusion_alpha"].sum(-1, keepdims=True),
+)

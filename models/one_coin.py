@@ -8,12 +8,11 @@ Generative story, with the true label marginalised::
     y_i           ~ Categorical(pi)        or  Categorical(softmax(prior_logits[i]))
     z_n | y_{i_n} ~ Categorical(theta[w_n, y_{i_n}])
 
-MAP-EM M-step: ``a_j = (sum_k C[j, k, k] + correct) / (n_j + correct + wrong)``, where
+``hyper``: ``correct``, ``wrong`` (scalars or (M,)) and ``class_counts`` or ``prior_logits``.
+MAP-EM update: ``a_j = (sum_k C[j, k, k] + correct) / (n_j + correct + wrong)``, where
 ``sum_k C[j, k, k]`` is the expected number of worker ``j``'s answers that are right.
 """
 from __future__ import annotations
-
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -21,21 +20,15 @@ import numpyro
 import numpyro.distributions as dist
 
 from crowdinfer.annotations import CrowdData
-from crowdinfer.ops import expected_confusion_counts, label_posterior
+from crowdinfer.inference.loop import WorkerPart
+from crowdinfer.ops import expected_confusion_counts, gather_log_confusion, label_posterior
 
-from .priors import TINY, class_prior_distribution
-
-
-class Hyper(NamedTuple):
-    """Pseudo-counts of right and wrong answers (scalars or shape (M,)), and of classes (K,)."""
-
-    correct: jax.Array
-    wrong: jax.Array
-    class_counts: jax.Array
+from . import class_prior
+from .priors import TINY
 
 
-def accuracy_distribution(hyper: Hyper) -> dist.Beta:
-    return dist.Beta(1.0 + jnp.asarray(hyper.correct), 1.0 + jnp.asarray(hyper.wrong))
+def accuracy_distribution(hyper) -> dist.Beta:
+    return dist.Beta(1.0 + jnp.asarray(hyper["correct"]), 1.0 + jnp.asarray(hyper["wrong"]))
 
 
 def confusion(accuracy: jax.Array, n_classes: int) -> jax.Array:
@@ -45,32 +38,30 @@ def confusion(accuracy: jax.Array, n_classes: int) -> jax.Array:
     return accuracy[:, None, None] * eye + off[:, None, None] * (1.0 - eye)
 
 
-def model(data: CrowdData, hyper: Hyper, prior_logits=None):
+def model(data: CrowdData, hyper: dict):
     """The NumPyro model (true labels marginalised)."""
     with numpyro.plate("worker", data.n_workers):
         accuracy = numpyro.sample("accuracy", accuracy_distribution(hyper))
-    if prior_logits is None:
-        class_prior = numpyro.sample("class_prior", class_prior_distribution(hyper.class_counts))
-        log_prior = jnp.log(class_prior)
-    else:
-        log_prior = jax.nn.log_softmax(prior_logits, axis=-1)
+    log_prior = class_prior.sample_log_prior(hyper)
     theta = confusion(accuracy, data.n_classes)
-    _, evidence = label_posterior(data, jnp.log(theta), log_prior)
+    _, evidence = label_posterior(data, gather_log_confusion(data, jnp.log(theta)), log_prior)
     numpyro.factor("annotations", evidence.sum())
 
 
-# ----------------------------------------------------------------- closed-form pieces for EM
-def m_step(data: CrowdData, label_probs: jax.Array, hyper: Hyper) -> dict:
-    counts = expected_confusion_counts(data, label_probs)
+def _update(data, q, hyper, params):
+    counts = expected_confusion_counts(data, q)
     right = jnp.trace(counts, axis1=1, axis2=2)
     total = counts.sum((1, 2))
-    acc = (right + hyper.correct) / jnp.maximum(total + hyper.correct + hyper.wrong, TINY)
+    acc = (right + hyper["correct"]) / jnp.maximum(total + hyper["correct"] + hyper["wrong"], TINY)
     return {"accuracy": jnp.clip(acc, TINY, 1.0 - 1e-7)}
 
 
-def log_confusion(params: dict, n_classes: int) -> jax.Array:
-    return jnp.log(confusion(params["accuracy"], n_classes))
-
-
-def log_prior(params: dict, hyper: Hyper) -> jax.Array:
-    return accuracy_distribution(hyper).log_prob(params["accuracy"]).sum()
+MAP = WorkerPart(
+    init=lambda data, hyper: {"accuracy": jnp.full((data.n_workers,), 0.7)},
+    update=_update,
+    log_lik=lambda data, params: gather_log_confusion(
+        data, jnp.log(confusion(params["accuracy"], data.n_classes))
+    ),
+    objective=lambda params, hyper: accuracy_distribution(hyper).log_prob(params["accuracy"]).sum(),
+    confusion=lambda params, n_classes: confusion(params["accuracy"], n_classes),
+)

@@ -1,4 +1,7 @@
-"""Inference engines, as pure functions over a model's pieces (one ``jit`` each)."""
-from .em import EMSpec, EMState, em
+"""Inference engines, as pure functions over a model's parts (one ``jit`` each).
 
-__all__ = ["EMSpec", "EMState", "em"]
+* :mod:`.loop` -- the coordinate-ascent loop shared by MAP-EM and mean-field VB.
+"""
+from .loop import ClassPart, Spec, State, WorkerPart, run
+
+__all__ = ["ClassPart", "Spec", "State", "WorkerPart", "run"]

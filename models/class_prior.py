@@ -1,0 +1,74 @@
+"""The label prior ``p(y_i)`` of every model, as interchangeable parts of the inference loop.
+
+* ``MAP`` -- class proportions ``pi ~ Dirichlet(1 + gamma)``, point estimate (EM):
+  ``pi_k = (sum_i q_ik + gamma_k) / (N + sum gamma)``.
+* ``VB`` -- the same prior with a variational ``q(pi) = Dirichlet(alpha)``,
+  ``alpha = 1 + gamma + sum_i q_i``; the E-step uses ``E[log pi]``; the objective is ``-KL``.
+* ``FIXED`` -- a per-item prior ``log p(y_i | x_i)`` given as logits (``hyper["prior_logits"]``),
+  from any outside model (seed 000 sec. 3.3: the classifier's prediction replaces ``p(y_i)``).
+
+The learned classifier prior (trained inside the loop) is in :mod:`crowdinfer.models.learned_prior`.
+``hyper["class_counts"]`` holds ``gamma``.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpyro
+import numpyro.distributions as dist
+from jax.scipy.special import digamma
+from numpyro.distributions.kl import kl_divergence
+
+from crowdinfer.inference.loop import ClassPart
+
+from .priors import dirichlet_map
+
+
+def distribution(hyper) -> dist.Dirichlet:
+    return dist.Dirichlet(1.0 + jnp.asarray(hyper["class_counts"]))
+
+
+def sample_log_prior(hyper):
+    """Inside a NumPyro model: the log label prior, (K,) or (N, K), sampling ``class_prior`` unless
+    ``hyper`` carries ``prior_logits``."""
+    if "prior_logits" in hyper:
+        return jax.nn.log_softmax(hyper["prior_logits"], axis=-1)
+    return jnp.log(numpyro.sample("class_prior", distribution(hyper)))
+
+
+def dirichlet_expected_log(alpha):
+    """``E[log p]`` under ``Dirichlet(alpha)`` along the last axis."""
+    return digamma(alpha) - digamma(alpha.sum(-1, keepdims=True))
+
+
+def _uniform(data, hyper):
+    return jnp.full((data.n_classes,), 1.0 / data.n_classes)
+
+
+MAP = ClassPart(
+    init=lambda data, hyper: {"class_prior": _uniform(data, hyper)},
+    update=lambda data, q, hyper, params: {
+        "class_prior": dirichlet_map(q.sum(0), hyper["class_counts"])
+    },
+    log_prior=lambda data, params, hyper: jnp.log(params["class_prior"]),
+    objective=lambda params, hyper: distribution(hyper).log_prob(params["class_prior"]),
+    proportions=lambda params: params["class_prior"],
+)
+
+VB = ClassPart(
+    init=lambda data, hyper: {"class_alpha": 1.0 + jnp.asarray(hyper["class_counts"])},
+    update=lambda data, q, hyper, params: {"class_alpha": 1.0 + hyper["class_counts"] + q.sum(0)},
+    log_prior=lambda data, params, hyper: dirichlet_expected_log(params["class_alpha"]),
+    objective=lambda params, hyper: -kl_divergence(
+        dist.Dirichlet(params["class_alpha"]), distribution(hyper)
+    ),
+    proportions=lambda params: params["class_alpha"] / params["class_alpha"].sum(),
+)
+
+FIXED = ClassPart(
+    init=lambda data, hyper: {},
+    update=lambda data, q, hyper, params: {},
+    log_prior=lambda data, params, hyper: jax.nn.log_softmax(hyper["prior_logits"], axis=-1),
+    objective=lambda params, hyper: jnp.zeros(()),
+    proportions=lambda params: None,
+)
