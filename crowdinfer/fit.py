@@ -78,11 +78,9 @@ class ModelEntry(NamedTuple):
 
 
 # ----------------------------------------------------------------------- runners
-def _label_prior_hyper(annotations: Annotations, class_prior: float, prior_logits) -> dict:
-    """The label-prior entries of ``hyper``: class pseudo-counts, or per-item prior logits."""
-    if class_prior < 0:
-        raise ValueError("class_prior pseudo-count must be >= 0")
-    hyper = {"class_counts": jnp.full((annotations.n_classes,), float(class_prior), jnp.float32)}
+def _label_prior_hyper(annotations: Annotations, concentration: float, prior_logits) -> dict:
+    """The label-prior entries of ``hyper``: the class Dirichlet concentration, or per-item logits."""
+    hyper = {"class_concentration": jnp.full((annotations.n_classes,), concentration, jnp.float32)}
     if prior_logits is not None:
         logits = jnp.asarray(prior_logits, dtype=jnp.float32)
         want = (annotations.n_items, annotations.n_classes)
@@ -160,19 +158,32 @@ def _progress_callback(max_iter: int, name: str):
 
 
 def _confusion_runner(model_name: str, method: str, workers: WorkerPart, one_coin_prior=False):
-    """A runner for a confusion model: resolves the prior options into ``hyper`` and runs."""
+    """A runner for a confusion model: resolves the prior options into ``hyper`` and runs.
+
+    Priors are given as pseudo-counts ``beta``.  MAP (EM) uses the concentration ``1 + beta``, so
+    that the mode adds ``beta`` to the counts; VB (BCC) uses ``beta`` itself, as Kim & Ghahramani
+    do -- with ``1 + beta``, K uniform pseudo-answers per row would swamp sparse workers.
+    """
 
     def runner(annotations, *, prior=DEFAULT_PRIOR, strength=None, accuracy=DEFAULT_ACCURACY,
                class_prior=1.0, prior_logits=None, **options) -> Posterior:
         counts = resolve_prior(annotations, prior, strength, accuracy)
-        hyper = _label_prior_hyper(annotations, class_prior, prior_logits)
+        if not np.isfinite(class_prior) or class_prior < 0:
+            raise ValueError("class_prior pseudo-count must be >= 0")
+        offset = 1.0 if method == "em" else 0.0
+        if method != "em" and (np.any(counts <= 0) or class_prior <= 0):
+            raise ValueError(
+                f"{model_name}/{method} needs strictly positive prior pseudo-counts "
+                f"(prior={prior!r} has zeros); use e.g. prior='pooled' or 'symmetric'"
+            )
+        hyper = _label_prior_hyper(annotations, offset + class_prior, prior_logits)
         if one_coin_prior:
             k = annotations.n_classes
             right = np.trace(counts, axis1=-2, axis2=-1) / k  # pseudo right answers per row
-            hyper["correct"] = jnp.asarray(right, jnp.float32)
-            hyper["wrong"] = jnp.asarray(counts.sum((-2, -1)) / k - right, jnp.float32)
+            hyper["correct"] = jnp.asarray(offset + right, jnp.float32)
+            hyper["wrong"] = jnp.asarray(offset + counts.sum((-2, -1)) / k - right, jnp.float32)
         else:
-            hyper["confusion"] = jnp.asarray(counts, jnp.float32)
+            hyper["confusion"] = jnp.asarray(offset + counts, jnp.float32)
         recorded = dict(prior=prior if isinstance(prior, str) else "array", strength=strength,
                         accuracy=accuracy, class_prior=class_prior)
         return _run_loop(model_name, method, workers, hyper, annotations, options=recorded,
@@ -210,10 +221,10 @@ MODELS: dict[str, ModelEntry] = {
     "dawid_skene": ModelEntry(
         {
             "em": _confusion_runner("dawid_skene", "em", dawid_skene.MAP),
-            "vb": _confusion_runner("dawid_skene", "vb", dawid_skene.VB),
         },
         "em",
     ),
+    "bcc": ModelEntry({"vb": _confusion_runner("bcc", "vb", dawid_skene.VB)}, "vb"),
     "one_coin": ModelEntry({"em": _confusion_runner("one_coin", "em", one_coin.MAP, True)}, "em"),
     "majority_vote": ModelEntry({"vote": _fit_majority_vote}, "vote"),
 }

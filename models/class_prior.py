@@ -1,14 +1,14 @@
 """The label prior ``p(y_i)`` of every model, as interchangeable parts of the inference loop.
 
-* ``MAP`` -- class proportions ``pi ~ Dirichlet(1 + gamma)``, point estimate (EM):
-  ``pi_k = (sum_i q_ik + gamma_k) / (N + sum gamma)``.
+* ``MAP`` -- class proportions ``pi ~ Dirichlet(a)``, point estimate (EM), the mode
+  ``pi_k = (sum_i q_ik + a_k - 1) / (N + sum (a - 1))`` (needs ``a >= 1``).
 * ``VB`` -- the same prior with a variational ``q(pi) = Dirichlet(alpha)``,
-  ``alpha = 1 + gamma + sum_i q_i``; the E-step uses ``E[log pi]``; the objective is ``-KL``.
+  ``alpha = a + sum_i q_i``; the E-step uses ``E[log pi]``; the objective is ``-KL``.
 * ``FIXED`` -- a per-item prior ``log p(y_i | x_i)`` given as logits (``hyper["prior_logits"]``),
   from any outside model (seed 000 sec. 3.3: the classifier's prediction replaces ``p(y_i)``).
 
 The learned classifier prior (trained inside the loop) is in :mod:`crowdinfer.models.learned_prior`.
-``hyper["class_counts"]`` holds ``gamma``.
+``hyper["class_concentration"]`` holds ``a``.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from .priors import dirichlet_map
 
 
 def distribution(hyper) -> dist.Dirichlet:
-    return dist.Dirichlet(1.0 + jnp.asarray(hyper["class_counts"]))
+    return dist.Dirichlet(jnp.asarray(hyper["class_concentration"]))
 
 
 def sample_log_prior(hyper):
@@ -48,7 +48,7 @@ def _uniform(data, hyper):
 MAP = ClassPart(
     init=lambda data, hyper: {"class_prior": _uniform(data, hyper)},
     update=lambda data, q, hyper, params: {
-        "class_prior": dirichlet_map(q.sum(0), hyper["class_counts"])
+        "class_prior": dirichlet_map(q.sum(0), hyper["class_concentration"] - 1.0)
     },
     log_prior=lambda data, params, hyper: jnp.log(params["class_prior"]),
     objective=lambda params, hyper: distribution(hyper).log_prob(params["class_prior"]),
@@ -56,8 +56,8 @@ MAP = ClassPart(
 )
 
 VB = ClassPart(
-    init=lambda data, hyper: {"class_alpha": 1.0 + jnp.asarray(hyper["class_counts"])},
-    update=lambda data, q, hyper, params: {"class_alpha": 1.0 + hyper["class_counts"] + q.sum(0)},
+    init=lambda data, hyper: {"class_alpha": jnp.asarray(hyper["class_concentration"])},
+    update=lambda data, q, hyper, params: {"class_alpha": hyper["class_concentration"] + q.sum(0)},
     log_prior=lambda data, params, hyper: dirichlet_expected_log(params["class_alpha"]),
     objective=lambda params, hyper: -kl_divergence(
         dist.Dirichlet(params["class_alpha"]), distribution(hyper)

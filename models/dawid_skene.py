@@ -2,25 +2,26 @@
 
 Generative story, with the true label marginalised::
 
-    pi            ~ Dirichlet(1 + gamma)                 class proportions
-    theta[j, k]   ~ Dirichlet(1 + beta[j, k])            worker j's answers when the truth is k
+    pi            ~ Dirichlet(a)                         class proportions
+    theta[j, k]   ~ Dirichlet(alpha[j, k])               worker j's answers when the truth is k
     y_i           ~ Categorical(pi)        or  Categorical(softmax(prior_logits[i]))  (sec. 3.3)
     z_n | y_{i_n} ~ Categorical(theta[w_n, y_{i_n}])
 
     log p(Z, theta, pi) = log Dir(pi) + sum_{j,k} log Dir(theta[j, k])
                           + sum_i logsumexp_k (log pi_k + sum_{n: i_n = i} log theta[w_n, k, z_n])
 
-``hyper`` is a dict: ``confusion`` (beta, shape (K, K) or (M, K, K)), and either ``class_counts``
-(gamma, (K,)) or ``prior_logits`` ((N, K): a learned classifier ``p(y_i | x_i)`` or any outside
-model; the class proportions are then not used).
+``hyper`` is a dict of Dirichlet concentrations: ``confusion`` (alpha, shape (K, K) or (M, K, K)),
+and either ``class_concentration`` (a, (K,)) or ``prior_logits`` ((N, K): a learned classifier
+``p(y_i | x_i)`` or any outside model; the class proportions are then not used).
 
 Inference parts:
 
-* ``MAP`` (EM, seed 000 eq. 2): ``theta[j, k, l] = (C[j, k, l] + beta[j, k, l]) / sum_l (...)`` with
-  ``C`` the expected counts under the label posterior.
-* ``VB`` (mean-field variational Bayes; the same model treated fully Bayesian is Kim & Ghahramani's
-  independent Bayesian classifier combination, see :mod:`crowdinfer.models.bcc`):
-  ``q(theta[j, k]) = Dirichlet(1 + beta[j, k] + C[j, k])`` and the E-step uses ``E[log theta]``.
+* ``MAP`` (EM, seed 000 eq. 2): the mode ``theta[j, k, l] = (C[j, k, l] + alpha[j, k, l] - 1) /
+  sum_l (...)``, ``C`` the expected counts under the label posterior.  ``crowdinfer.fit`` passes
+  ``alpha = 1 + beta`` so that prior pseudo-counts ``beta`` simply add to the counts.
+* ``VB`` -- mean-field variational Bayes, ``q(theta[j, k]) = Dirichlet(alpha[j, k] + C[j, k])``,
+  the E-step using ``E[log theta]``.  This fully Bayesian treatment is Kim & Ghahramani's
+  independent Bayesian classifier combination (IBCC; ``fit(model="bcc")``, ``alpha = beta``).
 """
 from __future__ import annotations
 
@@ -38,9 +39,9 @@ from .priors import dirichlet_map
 
 
 def confusion_distribution(hyper, n_workers: int) -> dist.Dirichlet:
-    beta = jnp.asarray(hyper["confusion"])
+    beta = jnp.asarray(hyper["confusion"])  # the concentration alpha
     k = beta.shape[-1]
-    return dist.Dirichlet(jnp.broadcast_to(1.0 + beta, (n_workers, k, k)))
+    return dist.Dirichlet(jnp.broadcast_to(beta, (n_workers, k, k)))
 
 
 def model(data: CrowdData, hyper: dict):
@@ -62,7 +63,7 @@ def _init(data, hyper):
 MAP = WorkerPart(
     init=_init,
     update=lambda data, q, hyper, params: {
-        "confusion": dirichlet_map(expected_confusion_counts(data, q), hyper["confusion"])
+        "confusion": dirichlet_map(expected_confusion_counts(data, q), hyper["confusion"] - 1.0)
     },
     log_lik=lambda data, params: gather_log_confusion(data, jnp.log(params["confusion"])),
     objective=lambda params, hyper: confusion_distribution(hyper, params["confusion"].shape[0])
@@ -73,7 +74,7 @@ MAP = WorkerPart(
 
 
 def _vb_update(data, q, hyper, params):
-    return {"confusion_alpha": 1.0 + hyper["confusion"] + expected_confusion_counts(data, q)}
+    return {"confusion_alpha": hyper["confusion"] + expected_confusion_counts(data, q)}
 
 
 VB = WorkerPart(

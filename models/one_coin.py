@@ -2,14 +2,15 @@
 
 Generative story, with the true label marginalised::
 
-    pi            ~ Dirichlet(1 + gamma)
-    a_j           ~ Beta(1 + correct, 1 + wrong)          worker j's accuracy
+    pi            ~ Dirichlet(a)
+    a_j           ~ Beta(correct, wrong)                  worker j's accuracy
     theta[j, k, l] = a_j if l == k else (1 - a_j) / (K - 1)
     y_i           ~ Categorical(pi)        or  Categorical(softmax(prior_logits[i]))
     z_n | y_{i_n} ~ Categorical(theta[w_n, y_{i_n}])
 
-``hyper``: ``correct``, ``wrong`` (scalars or (M,)) and ``class_counts`` or ``prior_logits``.
-MAP-EM update: ``a_j = (sum_k C[j, k, k] + correct) / (n_j + correct + wrong)``, where
+``hyper``: Beta concentrations ``correct``, ``wrong`` (scalars or (M,), at least 1) and
+``class_concentration`` or ``prior_logits``.
+MAP-EM update: ``a_j = (sum_k C[j, k, k] + correct - 1) / (n_j + correct + wrong - 2)``, where
 ``sum_k C[j, k, k]`` is the expected number of worker ``j``'s answers that are right.
 """
 from __future__ import annotations
@@ -28,7 +29,7 @@ from .priors import TINY
 
 
 def accuracy_distribution(hyper) -> dist.Beta:
-    return dist.Beta(1.0 + jnp.asarray(hyper["correct"]), 1.0 + jnp.asarray(hyper["wrong"]))
+    return dist.Beta(jnp.asarray(hyper["correct"]), jnp.asarray(hyper["wrong"]))
 
 
 def confusion(accuracy: jax.Array, n_classes: int) -> jax.Array:
@@ -52,7 +53,8 @@ def _update(data, q, hyper, params):
     counts = expected_confusion_counts(data, q)
     right = jnp.trace(counts, axis1=1, axis2=2)
     total = counts.sum((1, 2))
-    acc = (right + hyper["correct"]) / jnp.maximum(total + hyper["correct"] + hyper["wrong"], TINY)
+    a, b = hyper["correct"] - 1.0, hyper["wrong"] - 1.0
+    acc = (right + a) / jnp.maximum(total + a + b, TINY)
     return {"accuracy": jnp.clip(acc, TINY, 1.0 - 1e-7)}
 
 

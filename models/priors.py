@@ -1,9 +1,8 @@
 """Priors on worker confusions and class proportions, as Dirichlet pseudo-counts.
 
-A confusion row ``theta[j, k, :]`` has prior ``Dirichlet(1 + beta[j, k, :])`` with pseudo-counts
-``beta >= 0``.  The ``1 +`` makes the MAP estimate of the EM engine the familiar
-``(counts + beta) / (n + sum(beta))``: ``beta`` reads as answers the worker is assumed to have given
-before the data.  Seed 000 (appendix E) writes the prior as ``Dir(n_beta * alpha_k)`` with strength
+The builders return pseudo-counts ``beta >= 0``: answers a worker is assumed to have given before
+the data.  EM uses the prior ``Dirichlet(1 + beta)``, whose mode is the familiar
+``(counts + beta) / (n + sum(beta))``; VB (BCC) uses ``Dirichlet(beta)``, as Kim & Ghahramani do.  Seed 000 (appendix E) writes the prior as ``Dir(n_beta * alpha_k)`` with strength
 ``n_beta = 10`` and a pooled ``alpha_k`` (diagonal 0.7): :func:`homogeneous` is that prior.
 Section 4.5.4 / appendix A.4 add class-dependent (:func:`class_dependent`) and worker-dependent
 (:func:`worker_dependent`, from gold questions) priors; :func:`symmetric` is plain smoothing.
@@ -24,7 +23,6 @@ __all__ = [
     "worker_dependent",
     "pooled",
     "dirichlet_map",
-    "class_prior_distribution",
 ]
 
 TINY = 1e-30
@@ -102,12 +100,7 @@ def pooled(annotations, strength: float = 10.0, structure: str = "diagonal") -> 
 
 
 def dirichlet_map(counts, pseudo_counts):
-    """The mode of ``Dirichlet(1 + pseudo + counts)`` along the last axis (floored at TINY)."""
+    """The mode of ``Dirichlet(1 + pseudo_counts + counts)`` along the last axis (floored at TINY)."""
     total = counts + pseudo_counts
     mode = total / jnp.maximum(total.sum(-1, keepdims=True), TINY)
     return jnp.maximum(mode, TINY)
-
-
-def class_prior_distribution(class_counts) -> dist.Dirichlet:
-    """The prior on class proportions: ``Dirichlet(1 + gamma)``."""
-    return dist.Dirichlet(1.0 + jnp.asarray(class_counts))

@@ -26,8 +26,8 @@ def task():
 def test_objective_is_numpyro_log_density_and_never_decreases(dataset, name):
     ann = dataset(name).annotations
     data = ann.to_device()
-    hyper = {"confusion": jnp.asarray(resolve_prior(ann, "homogeneous"), jnp.float32),
-             "class_counts": jnp.ones(ann.n_classes)}
+    hyper = {"confusion": 1.0 + jnp.asarray(resolve_prior(ann, "homogeneous"), jnp.float32),
+             "class_concentration": 2.0 * jnp.ones(ann.n_classes)}
     state = em(dawid_skene.MAP, data, hyper, majority_vote.soft(data), max_iter=60, tol=0.0,
                stop="objective")
     history = np.asarray(state.history)[: int(state.iteration)]
@@ -41,7 +41,7 @@ def test_objective_is_numpyro_log_density_and_never_decreases(dataset, name):
 def test_one_coin_objective_is_numpyro_log_density(task):
     data = task.annotations.to_device()
     k = task.annotations.n_classes
-    hyper = {"correct": jnp.float32(7.0), "wrong": jnp.float32(3.0), "class_counts": jnp.ones(k)}
+    hyper = {"correct": jnp.float32(8.0), "wrong": jnp.float32(4.0), "class_concentration": 2.0 * jnp.ones(k)}
     state = em(one_coin.MAP, data, hyper, majority_vote.soft(data), max_iter=40, tol=0.0,
                stop="objective")
     history = np.asarray(state.history)
@@ -54,7 +54,7 @@ def test_per_item_prior_logits_replace_the_class_prior(task):
     ann = task.annotations
     data = ann.to_device()
     logits = jax.random.normal(jax.random.key(0), (ann.n_items, ann.n_classes))
-    hyper = {"confusion": jnp.asarray(resolve_prior(ann), jnp.float32), "prior_logits": logits}
+    hyper = {"confusion": 1.0 + jnp.asarray(resolve_prior(ann), jnp.float32), "prior_logits": logits}
     state = em(dawid_skene.MAP, data, hyper, majority_vote.soft(data), max_iter=30,
                tol=0.0, stop="objective")
     assert "class_prior" not in state.params
