@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .annotations import Annotations
+from .inference import mcmc
 from .inference.loop import Spec, WorkerPart, run
 from .models import class_prior as label_prior
 from .models import dawid_skene, majority_vote, one_coin, priors
@@ -157,37 +158,92 @@ def _progress_callback(max_iter: int, name: str):
     return callback
 
 
-def _confusion_runner(model_name: str, method: str, workers: WorkerPart, one_coin_prior=False):
-    """A runner for a confusion model: resolves the prior options into ``hyper`` and runs.
+def _confusion_hyper(annotations, offset: float, one_coin_prior: bool, *, prior=DEFAULT_PRIOR,
+                     strength=None, accuracy=DEFAULT_ACCURACY, class_prior=1.0, prior_logits=None):
+    """``hyper`` (Dirichlet/Beta concentrations) of a confusion model from the prior options.
 
-    Priors are given as pseudo-counts ``beta``.  MAP (EM) uses the concentration ``1 + beta``, so
-    that the mode adds ``beta`` to the counts; VB (BCC) uses ``beta`` itself, as Kim & Ghahramani
-    do -- with ``1 + beta``, K uniform pseudo-answers per row would swamp sparse workers.
+    Priors are given as pseudo-counts ``beta``; the concentration is ``offset + beta``.  Dawid-Skene
+    and one-coin use ``offset = 1`` so that the EM mode adds ``beta`` to the counts; BCC uses
+    ``offset = 0``, as Kim & Ghahramani do -- with ``1 + beta``, K uniform pseudo-answers per row
+    would swamp sparse workers in VB.
     """
+    counts = resolve_prior(annotations, prior, strength, accuracy)
+    if not np.isfinite(class_prior) or class_prior < 0:
+        raise ValueError("class_prior pseudo-count must be >= 0")
+    if offset == 0 and (np.any(counts <= 0) or class_prior <= 0):
+        raise ValueError(
+            f"this model needs strictly positive prior pseudo-counts (prior={prior!r} has zeros); "
+            "use e.g. prior='pooled' or 'symmetric'"
+        )
+    hyper = _label_prior_hyper(annotations, offset + class_prior, prior_logits)
+    if one_coin_prior:
+        k = annotations.n_classes
+        right = np.trace(counts, axis1=-2, axis2=-1) / k  # pseudo right answers per row
+        hyper["correct"] = jnp.asarray(offset + right, jnp.float32)
+        hyper["wrong"] = jnp.asarray(offset + counts.sum((-2, -1)) / k - right, jnp.float32)
+    else:
+        hyper["confusion"] = jnp.asarray(offset + counts, jnp.float32)
+    recorded = dict(prior=prior if isinstance(prior, str) else "array", strength=strength,
+                    accuracy=accuracy, class_prior=class_prior)
+    return hyper, recorded
 
-    def runner(annotations, *, prior=DEFAULT_PRIOR, strength=None, accuracy=DEFAULT_ACCURACY,
-               class_prior=1.0, prior_logits=None, **options) -> Posterior:
-        counts = resolve_prior(annotations, prior, strength, accuracy)
-        if not np.isfinite(class_prior) or class_prior < 0:
-            raise ValueError("class_prior pseudo-count must be >= 0")
-        offset = 1.0 if method == "em" else 0.0
-        if method != "em" and (np.any(counts <= 0) or class_prior <= 0):
-            raise ValueError(
-                f"{model_name}/{method} needs strictly positive prior pseudo-counts "
-                f"(prior={prior!r} has zeros); use e.g. prior='pooled' or 'symmetric'"
-            )
-        hyper = _label_prior_hyper(annotations, offset + class_prior, prior_logits)
-        if one_coin_prior:
-            k = annotations.n_classes
-            right = np.trace(counts, axis1=-2, axis2=-1) / k  # pseudo right answers per row
-            hyper["correct"] = jnp.asarray(offset + right, jnp.float32)
-            hyper["wrong"] = jnp.asarray(offset + counts.sum((-2, -1)) / k - right, jnp.float32)
-        else:
-            hyper["confusion"] = jnp.asarray(offset + counts, jnp.float32)
-        recorded = dict(prior=prior if isinstance(prior, str) else "array", strength=strength,
-                        accuracy=accuracy, class_prior=class_prior)
+
+_PRIOR_OPTIONS = ("prior", "strength", "accuracy", "class_prior", "prior_logits")
+
+
+def _split_options(options: dict) -> tuple[dict, dict]:
+    prior = {k: options.pop(k) for k in _PRIOR_OPTIONS if k in options}
+    return prior, options
+
+
+def _loop_runner(model_name: str, method: str, workers: WorkerPart, offset: float,
+                 one_coin_prior: bool = False):
+    """A runner for EM or VB on a confusion model."""
+
+    def runner(annotations, **options) -> Posterior:
+        prior_options, options = _split_options(options)
+        hyper, recorded = _confusion_hyper(annotations, offset, one_coin_prior, **prior_options)
         return _run_loop(model_name, method, workers, hyper, annotations, options=recorded,
                          **options)
+
+    return runner
+
+
+def _nuts_runner(model_name: str, module, offset: float, one_coin_prior: bool = False):
+    """NUTS on the label-marginalised NumPyro model, started from the EM estimate."""
+
+    def runner(annotations, *, num_warmup: int = 500, num_samples: int = 500, num_chains: int = 4,
+               seed: int = 0, progress: bool = False, **prior_options) -> Posterior:
+        hyper, recorded = _confusion_hyper(annotations, offset, one_coin_prior, **prior_options)
+        em_hyper, _ = _confusion_hyper(annotations, 1.0, one_coin_prior, **prior_options)
+        start = _run_loop(model_name, "em", module.MAP, em_hyper, annotations, options={})
+        init = {k: jnp.asarray(v) for k, v in start.params.items()}
+        data = annotations.to_device()
+        draws = mcmc.nuts(module.model, data, hyper, init, key=jax.random.key(seed),
+                          num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains,
+                          progress=progress)
+        diagnostics = mcmc.convergence(draws)
+        classes = label_prior.FIXED if "prior_logits" in hyper else label_prior.MAP
+        probs = mcmc.draw_label_probs(module.MAP.log_lik, classes.log_prior, data, hyper, draws)
+        confusion = jax.vmap(jax.vmap(lambda d: module.MAP.confusion(d, annotations.n_classes)))(
+            {k: jnp.asarray(v) for k, v in draws.items()})
+        recorded.update(num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains,
+                        seed=seed)
+        return Posterior(
+            annotations=annotations,
+            model=model_name,
+            method="nuts",
+            label_probs=np.asarray(probs.mean((0, 1)), dtype=np.float64),
+            confusion=np.asarray(confusion.mean((0, 1))),
+            class_prior=draws["class_prior"].mean((0, 1)) if "class_prior" in draws else None,
+            history=np.zeros(0),
+            n_iter=num_warmup + num_samples,
+            converged=all(d["max_r_hat"] < 1.01 for d in diagnostics.values()),
+            params={k: v.mean((0, 1)) for k, v in draws.items()},
+            options=recorded,
+            samples={**draws, "confusion": np.asarray(confusion)},
+            diagnostics=diagnostics,
+        )
 
     return runner
 
@@ -220,12 +276,25 @@ def _fit_majority_vote(annotations, *, ties: str = "split") -> Posterior:
 MODELS: dict[str, ModelEntry] = {
     "dawid_skene": ModelEntry(
         {
-            "em": _confusion_runner("dawid_skene", "em", dawid_skene.MAP),
+            "em": _loop_runner("dawid_skene", "em", dawid_skene.MAP, 1.0),
+            "nuts": _nuts_runner("dawid_skene", dawid_skene, 1.0),
         },
         "em",
     ),
-    "bcc": ModelEntry({"vb": _confusion_runner("bcc", "vb", dawid_skene.VB)}, "vb"),
-    "one_coin": ModelEntry({"em": _confusion_runner("one_coin", "em", one_coin.MAP, True)}, "em"),
+    "bcc": ModelEntry(
+        {
+            "vb": _loop_runner("bcc", "vb", dawid_skene.VB, 0.0),
+            "nuts": _nuts_runner("bcc", dawid_skene, 0.0),
+        },
+        "vb",
+    ),
+    "one_coin": ModelEntry(
+        {
+            "em": _loop_runner("one_coin", "em", one_coin.MAP, 1.0, True),
+            "nuts": _nuts_runner("one_coin", one_coin, 1.0, True),
+        },
+        "em",
+    ),
     "majority_vote": ModelEntry({"vote": _fit_majority_vote}, "vote"),
 }
 

@@ -37,8 +37,9 @@ class Posterior:
         class_prior: (K,) class proportions, or ``None`` when a per-item prior was used.
         history: objective per iteration (the log joint density for EM).
         n_iter, converged: iterations run and whether the stopping rule fired.
-        params: the engine's raw parameter estimates.
+        params: the engine's raw parameter estimates (posterior means for NUTS).
         warnings: problems found in the solution (e.g. non-dominant diagonals).
+        samples, diagnostics: for NUTS, the draws and their r-hat / ESS per site.
     """
 
     annotations: Annotations
@@ -53,6 +54,8 @@ class Posterior:
     params: dict = dataclasses.field(default_factory=dict)
     warnings: list = dataclasses.field(default_factory=list)
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    samples: dict | None = None  # MCMC draws, each (chains, draws, ...)
+    diagnostics: dict | None = None  # MCMC: max r_hat and min ESS per site
 
     def __post_init__(self):
         if self.method != "vote":  # a vote cannot switch labels; models that infer skills can
