@@ -1,6 +1,7 @@
 """The ``crowdinfer`` command.
 
     crowdinfer fit ANNOTATIONS.csv --model dawid_skene --out LABELS.csv [--gold truth.csv]
+    crowdinfer report ANNOTATIONS.csv --model bcc --out DIR
     crowdinfer demo
 """
 from __future__ import annotations
@@ -32,6 +33,17 @@ def _add_fit(sub):
     p.add_argument("--worker-col", default="worker")
     p.add_argument("--label-col", default="label")
     p.add_argument("--progress", action="store_true", help="show a progress bar per EM iteration")
+
+
+def _add_report(sub):
+    p = sub.add_parser("report", help="fit, then write figures and tables of the worker posteriors")
+    p.add_argument("annotations", help="CSV with one row per annotation (columns item,worker,label)")
+    p.add_argument("--model", default="bcc", help="bcc (default), dawid_skene, one_coin")
+    p.add_argument("--method", default=None, help="vb, em, nuts (default: the model's own)")
+    p.add_argument("--out", required=True, help="folder for the figures and tables")
+    p.add_argument("--gold", default=None, help="CSV item,label of gold labels")
+    p.add_argument("--draws", type=int, default=400, help="posterior draws for the intervals")
+    p.add_argument("--seed", type=int, default=0)
 
 
 def _add_demo(sub):
@@ -81,6 +93,60 @@ def _cmd_fit(args) -> int:
     if args.gold:
         n_gold = int((ann.gold >= 0).sum())
         print(f"accuracy on {n_gold} gold items: {post.accuracy():.4f}", file=sys.stderr)
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from pathlib import Path
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    import crowdinfer as ci
+    from crowdinfer import plot
+    from crowdinfer.diagnostics import az
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ann = ci.Annotations.from_csv(args.annotations)
+    if args.gold:
+        ann = ann.with_gold(ci.datasets.read_table(args.gold))
+    options = {"seed": args.seed} if args.method == "nuts" else {}
+    post = ci.fit(ann, model=args.model, method=args.method, **options)
+    print(f"{post!r} in {post.options['seconds']:.1f}s", file=sys.stderr)
+    idata = post.to_arviz(num_draws=args.draws, seed=args.seed)
+    written = []
+
+    def save(ax, name):
+        ax.figure.savefig(out / name, dpi=120)
+        plt.close(ax.figure)
+        written.append(out / name)
+
+    save(plot.worker_accuracy(post, idata=idata), "worker_accuracy.png")
+    save(plot.label_confidence(post), "label_confidence.png")
+    busiest = ann.worker_ids[np.argsort(-ann.annotations_per_worker())[:3]]
+    for w in busiest:
+        save(plot.confusion_matrix(post, worker=w, idata=idata), f"confusion_worker_{w}.png")
+    post.to_pandas().to_csv(out / "labels.csv", index=False)
+    post.worker_skills().to_csv(out / "worker_skills.csv", index=False)
+    names = ["accuracy", "class_prior"] if "class_prior" in idata.posterior else ["accuracy"]
+    summary = az.summary(idata, var_names=names)
+    summary.to_csv(out / "summary.csv")
+    written += [out / "labels.csv", out / "worker_skills.csv", out / "summary.csv"]
+    lines = [f"# crowdinfer report: {args.annotations}", "",
+             f"- model: {post.model}, method: {post.method}, {ann!r}",
+             f"- posterior draws: {idata.posterior.attrs['draws']}"]
+    if post.diagnostics:
+        for site, d in post.diagnostics.items():
+            lines.append(f"- NUTS {site}: max r_hat {d['max_r_hat']:.3f}, min ESS {d['min_ess']:.0f}")
+    if ann.gold is not None:
+        lines.append(f"- accuracy on {int((ann.gold >= 0).sum())} gold items: {post.accuracy():.4f}")
+    lines += [f"- warning: {w}" for w in post.warnings]
+    lines += ["", "Files: " + ", ".join(p.name for p in written)]
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
     return 0
 
 
@@ -147,13 +213,14 @@ def main(argv=None) -> int:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     _add_fit(sub)
+    _add_report(sub)
     _add_demo(sub)
     args = parser.parse_args(argv)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("always")
             warnings.showwarning = lambda msg, *a, **k: print(f"warning: {msg}", file=sys.stderr)
-            return {"fit": _cmd_fit, "demo": _cmd_demo}[args.command](args)
+            return {"fit": _cmd_fit, "report": _cmd_report, "demo": _cmd_demo}[args.command](args)
     except (ValueError, FileNotFoundError) as err:
         print(f"crowdinfer {args.command}: error: {err}", file=sys.stderr)
         return 2

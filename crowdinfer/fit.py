@@ -140,7 +140,7 @@ def _run_loop(
         n_iter=n_iter,
         converged=bool(state.converged),
         params={k: np.asarray(v) for k, v in state.params.items()},
-        options=options,
+        options={**options, "hyper": jax.device_get(hyper)},
     )
 
 
@@ -228,7 +228,7 @@ def _nuts_runner(model_name: str, module, offset: float, one_coin_prior: bool = 
         confusion = jax.vmap(jax.vmap(lambda d: module.MAP.confusion(d, annotations.n_classes)))(
             {k: jnp.asarray(v) for k, v in draws.items()})
         recorded.update(num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains,
-                        seed=seed)
+                        seed=seed, hyper=jax.device_get(hyper))
         return Posterior(
             annotations=annotations,
             model=model_name,

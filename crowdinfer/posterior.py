@@ -146,6 +146,12 @@ class Posterior:
         )
 
     # ------------------------------------------------------------ diagnostics
+    def to_arviz(self, num_draws: int = 500, seed: int = 0, label_probs: bool = True):
+        """An ``arviz.InferenceData`` of worker-confusion draws (see :mod:`crowdinfer.diagnostics`)."""
+        from .diagnostics import to_arviz
+
+        return to_arviz(self, num_draws=num_draws, seed=seed, label_probs=label_probs)
+
     def _check_diagonals(self) -> None:
         """Label switching shows as a pooled confusion whose diagonal does not dominate its rows."""
         n = self.annotations.annotations_per_worker().astype(float)

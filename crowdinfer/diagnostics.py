@@ -1,0 +1,136 @@
+"""ArviZ views of a posterior: worker-confusion draws with the user's ids and class names.
+
+``to_arviz(posterior)`` returns an ``arviz.InferenceData`` whose ``posterior`` group holds
+
+    confusion    (chain, draw, worker, true_class, observed_class)
+    class_prior  (chain, draw, class)              (absent with a per-item prior)
+    accuracy     (chain, draw, worker)             sum_k pi_k confusion[k, k]
+    label_probs  (chain, draw, item, class)        p(y_i | Z_i, parameters of the draw)
+
+Where the draws come from depends on the engine (``idata.posterior.attrs["draws"]`` says which):
+NUTS -- its own draws; VB -- the variational posterior ``q(theta) q(pi)``; EM -- the conditional
+posterior of the parameters given the EM label posterior, ``Dirichlet(alpha + expected counts)``
+(for one-coin, ``Beta``), which shows how much data stands behind each estimate.
+"""
+from __future__ import annotations
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .ops import expected_confusion_counts, gather_log_confusion, label_posterior
+from .posterior import Posterior
+
+with warnings.catch_warnings():  # arviz 0.2x announces its 1.0 refactor on import
+    warnings.simplefilter("ignore", FutureWarning)
+    import arviz as az
+
+__all__ = ["to_arviz", "confusion_draws"]
+
+
+def _coord(values) -> np.ndarray:
+    arr = np.asarray(values)
+    return arr.astype(str) if arr.dtype == object else arr
+
+
+CHAINS = 4  # independent draws for VB and EM are split into 4 "chains" so that r-hat reads ~1
+
+
+def confusion_draws(posterior: Posterior, num_draws: int = 500, seed: int = 0):
+    """``(confusion, class_prior, source)``: draws shaped (chains, draws, ...); for VB and EM,
+    ``num_draws`` independent draws in :data:`CHAINS` groups."""
+    if posterior.samples is not None:
+        s = posterior.samples
+        return s["confusion"], s.get("class_prior"), "NUTS draws"
+    p = posterior.params
+    shape = (CHAINS, max(1, num_draws // CHAINS))
+    key_c, key_p = jax.random.split(jax.random.key(seed))
+    hyper = posterior.options.get("hyper", {})
+    if "confusion_alpha" in p:  # VB
+        conf = jax.random.dirichlet(key_c, p["confusion_alpha"], shape + p["confusion_alpha"].shape[:-1])
+        prior = None
+        if "class_alpha" in p:
+            prior = jax.random.dirichlet(key_p, p["class_alpha"], shape)
+        return np.asarray(conf), None if prior is None else np.asarray(prior), (
+            "draws from the variational posterior q(theta) q(pi)"
+        )
+    if posterior.method != "em":
+        raise ValueError(f"no posterior draws for method {posterior.method!r}")
+    data = posterior.annotations.to_device()
+    q = jnp.asarray(posterior.label_probs, jnp.float32)
+    counts = expected_confusion_counts(data, q)
+    k = posterior.annotations.n_classes
+    if "accuracy" in p:  # one-coin: Beta(correct + right, wrong + errors)
+        right = jnp.trace(counts, axis1=1, axis2=2)
+        a = hyper["correct"] + right
+        b = hyper["wrong"] + counts.sum((1, 2)) - right
+        acc = jax.random.beta(key_c, a, b, shape + a.shape)
+        eye = jnp.eye(k)
+        conf = acc[..., None, None] * eye + ((1 - acc) / (k - 1))[..., None, None] * (1 - eye)
+    else:
+        alpha = jnp.broadcast_to(hyper["confusion"], counts.shape) + counts
+        conf = jax.random.dirichlet(key_c, alpha, shape + alpha.shape[:-1])
+    prior = None
+    if "class_prior" in p:
+        prior = np.asarray(jax.random.dirichlet(key_p, hyper["class_concentration"] + q.sum(0), shape))
+    return np.asarray(conf), prior, (
+        "draws from the conditional posterior of the parameters given the EM label posterior"
+    )
+
+
+def to_arviz(posterior: Posterior, num_draws: int = 500, seed: int = 0,
+             label_probs: bool = True) -> az.InferenceData:
+    """The posterior as ``arviz.InferenceData`` (see the module docstring)."""
+    a = posterior.annotations
+    conf, prior, source = confusion_draws(posterior, num_draws, seed)
+    weights = prior if prior is not None else np.broadcast_to(
+        posterior.label_probs.mean(0), conf.shape[:2] + (a.n_classes,)
+    )
+    diag = np.diagonal(conf, axis1=-2, axis2=-1)
+    variables = {
+        "confusion": conf,
+        "accuracy": np.einsum("cdjk,cdk->cdj", diag, weights),
+    }
+    if prior is not None:
+        variables["class_prior"] = prior
+    if label_probs:
+        data = a.to_device()
+        logits = posterior.options.get("hyper", {}).get("prior_logits")
+
+        @jax.jit
+        @jax.vmap
+        def e_step(theta, pi):
+            log_prior = jax.nn.log_softmax(logits, -1) if logits is not None else jnp.log(pi)
+            log_q, _ = label_posterior(data, gather_log_confusion(data, jnp.log(theta)), log_prior)
+            return jnp.exp(log_q)
+
+        flat_c = jnp.asarray(conf).reshape((-1,) + conf.shape[2:])
+        flat_p = jnp.asarray(weights).reshape((-1, a.n_classes))
+        probs = [e_step(flat_c[s : s + 32], flat_p[s : s + 32]) for s in range(0, len(flat_c), 32)]
+        variables["label_probs"] = np.asarray(jnp.concatenate(probs)).reshape(
+            conf.shape[:2] + (a.n_items, a.n_classes)
+        )
+    coords = {
+        "worker": _coord(a.worker_ids),
+        "true_class": _coord(a.classes),
+        "observed_class": _coord(a.classes),
+        "class": _coord(a.classes),
+        "item": _coord(a.item_ids),
+    }
+    dims = {
+        "confusion": ["worker", "true_class", "observed_class"],
+        "accuracy": ["worker"],
+        "class_prior": ["class"],
+        "label_probs": ["item", "class"],
+    }
+    idata = az.from_dict(
+        posterior=variables,
+        coords=coords,
+        dims={k: v for k, v in dims.items() if k in variables},
+    )
+    idata.posterior.attrs.update(
+        {"model": posterior.model, "method": posterior.method, "draws": source}
+    )
+    return idata
