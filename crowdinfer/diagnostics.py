@@ -31,7 +31,8 @@ __all__ = ["to_arviz", "confusion_draws"]
 
 
 def _coord(values) -> np.ndarray:
-    arr = np.asarray(values)
+    """Coordinates keep the user's ids: ints stay ints, anything else becomes text."""
+    arr = np.asarray(values.tolist() if hasattr(values, "tolist") else list(values))
     return arr.astype(str) if arr.dtype == object else arr
 
 
