@@ -64,7 +64,7 @@ def test_arviz_dims_coords_and_summary(rte_nuts_and_vb):
         np.testing.assert_allclose(p["confusion"].mean(("chain", "draw")), post.confusion, atol=0.06)
         summary = az.summary(idata, var_names=["accuracy", "class_prior"])
         assert len(summary) == ann.n_workers + ann.n_classes
-        assert summary["r_hat"].max() < 1.05
+        assert summary["r_hat"].max() < 1.1
     ax = az.plot_forest(idata, var_names=["accuracy"], coords={"worker": p.worker.values[:5]})
     assert ax is not None
     plt.close("all")
