@@ -57,8 +57,11 @@ def confusion_draws(posterior: Posterior, num_draws: int = 500, seed: int = 0):
         return np.asarray(conf), None if prior is None else np.asarray(prior), (
             "draws from the variational posterior q(theta) q(pi)"
         )
-    if posterior.method != "em":
-        raise ValueError(f"no posterior draws for method {posterior.method!r}")
+    if posterior.method != "em" or not ({"confusion", "accuracy"} & set(p)):
+        raise ValueError(
+            f"posterior draws are available for the confusion models (dawid_skene, bcc, one_coin), "
+            f"not for {posterior.model}/{posterior.method}"
+        )
     data = posterior.annotations.to_device()
     q = jnp.asarray(posterior.label_probs, jnp.float32)
     counts = expected_confusion_counts(data, q)
