@@ -10,9 +10,9 @@ import numpy as np
 
 from .annotations import Annotations
 from .inference import mcmc
-from .inference.loop import Spec, WorkerPart, run
+from .inference.loop import ClassPart, Spec, WorkerPart, run
 from .models import class_prior as label_prior
-from .models import dawid_skene, glad, majority_vote, one_coin, priors
+from .models import dawid_skene, glad, learned_prior, majority_vote, one_coin, priors
 from .ops import expected_confusion_counts
 from .posterior import Posterior
 
@@ -108,10 +108,17 @@ def _run_loop(
     stop: str = "soft",
     progress: bool = False,
     options: dict,
+    classes: ClassPart | None = None,
+    classifier: dict | None = None,
 ) -> Posterior:
-    """Run the coordinate-ascent loop (EM or VB) and wrap the result."""
+    """Run the coordinate-ascent loop (EM or VB) and wrap the result.
+
+    ``classes`` is the label-prior part (default: fixed logits if ``hyper`` has them, else the
+    class proportions for ``method``); ``classifier`` describes a learned prior for prediction.
+    """
     data = annotations.to_device()
-    classes = label_prior.FIXED if "prior_logits" in hyper else CLASS_PARTS[method]
+    if classes is None:
+        classes = label_prior.FIXED if "prior_logits" in hyper else CLASS_PARTS[method]
     spec = Spec(workers, classes)
     callback = _progress_callback(max_iter, method.upper()) if progress else None
     state = run(
@@ -139,8 +146,10 @@ def _run_loop(
         history=np.asarray(state.history[:n_iter]),
         n_iter=n_iter,
         converged=bool(state.converged),
-        params={k: np.asarray(v) for k, v in state.params.items() if not k.startswith("_")},
+        params={k: jax.tree.map(np.asarray, v) for k, v in state.params.items()
+                if not k.startswith("_")},
         options={**options, "hyper": jax.device_get(hyper)},
+        classifier=None if classifier is None else {**classifier, "params": state.params["net"]},
     )
 
 
@@ -196,15 +205,52 @@ def _split_options(options: dict) -> tuple[dict, dict]:
     return prior, options
 
 
+def _classifier_prior(annotations: Annotations, hyper: dict, features=None, hidden=(128,),
+                      classifier_steps: int = 20, learning_rate: float = 1e-3,
+                      weight_decay: float = 1e-4, seed: int = 0, folds: int = 5):
+    """Set up the learned label prior: standardised features in ``hyper``, the class part, and
+    what prediction on new items needs."""
+    x = annotations.features if features is None else np.asarray(features, np.float32)
+    if x is None:
+        raise ValueError("label_prior='classifier' needs item features: attach them to the "
+                         "annotations (items=..., features=...) or pass features=")
+    if x.shape[0] != annotations.n_items or x.ndim != 2:
+        raise ValueError(f"features must have shape ({annotations.n_items}, d), got {x.shape}")
+    mean, std = x.mean(0), x.std(0) + 1e-6
+    hyper["features"] = jnp.asarray((x - mean) / std)
+    hyper["train_mask"] = jnp.asarray(annotations.annotations_per_item() > 0, jnp.float32)
+    hyper["fold"] = jnp.asarray(
+        np.random.default_rng(seed).permutation(annotations.n_items) % max(int(folds), 1), jnp.int32)
+    hidden = tuple(int(h) for h in hidden)
+    part = learned_prior.classifier_part(annotations.n_classes, hidden, int(classifier_steps),
+                                         float(learning_rate), float(weight_decay), int(seed),
+                                         int(folds))
+    return part, {"hidden": hidden, "mean": mean, "std": std}
+
+
 def _loop_runner(model_name: str, method: str, workers: WorkerPart, offset: float,
                  one_coin_prior: bool = False):
-    """A runner for EM or VB on a confusion model."""
+    """A runner for EM or VB on a confusion model; ``label_prior="classifier"`` learns the label
+    prior from item features (see :mod:`crowdinfer.models.learned_prior`)."""
 
-    def runner(annotations, **options) -> Posterior:
+    def runner(annotations, *, label_prior: str = "proportions", features=None,
+               hidden=(128,), classifier_steps: int = 20, learning_rate: float = 1e-3,
+               weight_decay: float = 1e-4, seed: int = 0, folds: int = 5,
+               **options) -> Posterior:
         prior_options, options = _split_options(options)
         hyper, recorded = _confusion_hyper(annotations, offset, one_coin_prior, **prior_options)
+        classes = classifier = None
+        if label_prior == "classifier":
+            classes, classifier = _classifier_prior(
+                annotations, hyper, features, hidden, classifier_steps, learning_rate,
+                weight_decay, seed, folds)
+            recorded.update(label_prior="classifier", hidden=classifier["hidden"],
+                            classifier_steps=classifier_steps, learning_rate=learning_rate,
+                            weight_decay=weight_decay, seed=seed, folds=folds)
+        elif label_prior != "proportions":
+            raise ValueError(f"label_prior must be 'proportions' or 'classifier', got {label_prior!r}")
         return _run_loop(model_name, method, workers, hyper, annotations, options=recorded,
-                         **options)
+                         classes=classes, classifier=classifier, **options)
 
     return runner
 

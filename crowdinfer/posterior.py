@@ -10,6 +10,12 @@ import pandas as pd
 
 from .annotations import Annotations
 
+
+def jax_softmax(logits):
+    import jax
+
+    return jax.nn.softmax(logits, axis=-1)
+
 __all__ = ["Posterior", "expected_accuracy"]
 
 
@@ -56,6 +62,7 @@ class Posterior:
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
     samples: dict | None = None  # MCMC draws, each (chains, draws, ...)
     diagnostics: dict | None = None  # MCMC: max r_hat and min ESS per site
+    classifier: dict | None = None  # learned label prior: hidden, params, feature mean/std
 
     def __post_init__(self):
         if self.method != "vote":  # a vote cannot switch labels; models that infer skills can
@@ -100,6 +107,22 @@ class Posterior:
             for k, name in enumerate(a.classes):
                 df[f"p_{name}"] = self.label_probs[:, k]
         return df
+
+    def predict_proba(self, features) -> np.ndarray:
+        """Class probabilities from the learned label prior for any items' features, e.g. items
+        nobody annotated (needs ``label_prior="classifier"``)."""
+        if self.classifier is None:
+            raise ValueError("this posterior has no learned classifier: fit with label_prior='classifier'")
+        from .models.learned_prior import predict_logits
+
+        c = self.classifier
+        x = (np.asarray(features, np.float32) - c["mean"]) / c["std"]
+        logits = predict_logits(self.annotations.n_classes, c["hidden"], c["params"], x)
+        return np.asarray(jax_softmax(logits))
+
+    def predict(self, features) -> np.ndarray:
+        """Most probable class code for any items' features (see :meth:`predict_proba`)."""
+        return np.argmax(self.predict_proba(features), axis=-1)
 
     # ----------------------------------------------------------------- workers
     def _class_weights(self) -> np.ndarray:

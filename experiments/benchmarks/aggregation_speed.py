@@ -209,7 +209,7 @@ def work_crowdkit(dataset: str) -> dict:
 
 # ============================================================================ driver side
 BUSY_LIMIT_CORES = 0.2  # other processes' CPU use above which a measurement is repeated
-IDLE_WAIT_S = 600.0  # longest wait for the machine to go idle before a repeat
+IDLE_WAIT_S = 300.0  # longest wait for the machine to go idle before a repeat
 
 
 def wait_for_idle(max_wait: float = IDLE_WAIT_S) -> float:
@@ -243,6 +243,27 @@ def measure(tool: str, dataset: str, timeout: float, retries: int) -> dict:
     return best
 
 
+WORKER_ENV: dict | None = None  # environment of the worker subprocesses (see freeze_source)
+
+
+def freeze_source() -> Path:
+    """Copy crowdinfer/ and models/ (installed as crowdinfer.models) to a temporary folder and
+    put it first on the workers' PYTHONPATH: edits made to the repository while the benchmark runs
+    cannot mix code versions between rows."""
+    import shutil
+
+    global WORKER_ENV
+    snap = Path(tempfile.mkdtemp(prefix="aggregation_speed_src_"))
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(REPO / "crowdinfer", snap / "crowdinfer", ignore=skip)
+    if (REPO / "models").is_dir() and not (snap / "crowdinfer" / "models").exists():
+        shutil.copytree(REPO / "models", snap / "crowdinfer" / "models", ignore=skip)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(snap), env.get("PYTHONPATH")]))
+    WORKER_ENV = env
+    return snap
+
+
 def run_worker(tool: str, dataset: str, timeout: float) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", tool, dataset]
     label = f"{tool:10s} {dataset:20s}"
@@ -250,7 +271,7 @@ def run_worker(tool: str, dataset: str, timeout: float) -> dict:
     busy0, own0 = _busy_cpu_s(), _children_cpu_s()
     start = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=WORKER_ENV)
     except subprocess.TimeoutExpired:
         print(f" killed after {timeout:.0f} s", flush=True)
         return {"tool": tool, "status": f"killed: ran past {timeout:.0f} s (limit ~3 min per call)"}
@@ -461,7 +482,9 @@ def write_outputs(rows: list[dict], info: dict, out: Path, quick: bool, started:
         L.append(f"- **the crowdinfer source changed during the run** (fingerprints {', '.join(sources)}):"
                  " rows are not all from the same code")
     elif sources:
-        L.append(f"- crowdinfer source fingerprint (sha1 of crowdinfer/ and models/ *.py): {sources[0]}")
+        L.append(f"- crowdinfer source fingerprint (sha1 of crowdinfer/ and models/ *.py): {sources[0]}"
+                 + (", a copy taken at the start of the run (`--no-freeze` to use the live tree)"
+                    if info.get("frozen") else ""))
     L.append("")
     L.append("## Set-up\n")
     L.append(f"- Synthetic tasks: `ci.datasets.synthetic(n_items=n/{PER_ITEM}, n_workers={N_WORKERS}, "
@@ -603,9 +626,12 @@ def main(argv=None) -> None:
                    help=f"where to write {STEM}.{{md,csv,png}} (default experiments/results; "
                         "a temporary folder with --quick)")
     p.add_argument("--skip-real", action="store_true", help="synthetic sizes only")
-    p.add_argument("--retries", type=int, default=3,
+    p.add_argument("--retries", type=int, default=2,
                    help="repeat a measurement (after waiting for an idle machine) up to this many "
                         f"times while other processes used more than {BUSY_LIMIT_CORES} cores")
+    p.add_argument("--no-freeze", action="store_true",
+                   help="run the workers on the live repository instead of a copy of crowdinfer/ "
+                        "and models/ taken at the start")
     p.add_argument("--worker", nargs=2, metavar=("TOOL", "DATASET"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
@@ -623,6 +649,8 @@ def main(argv=None) -> None:
     datasets = [f"synthetic:{n}" for n in sizes] + ([] if args.skip_real else REAL)
     started = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     info = machine_info()
+    snap = None if args.no_freeze else freeze_source()
+    info["frozen"] = snap is not None
     print(f"aggregation speed benchmark, {started}: {info['logical_cores']} cores, "
           f"{info['ram_gb']:.1f} GB, jax {info['jax']}, crowd-kit {info['crowd-kit']}", flush=True)
     t0 = time.perf_counter()
@@ -640,6 +668,10 @@ def main(argv=None) -> None:
         res = measure("crowd-kit", d, SETUP_ALLOWANCE_S + CROWDKIT_CALL_LIMIT_S, args.retries)
         rows.append({"dataset": d, **res})
     total = time.perf_counter() - t0
+    if snap is not None:
+        import shutil
+
+        shutil.rmtree(snap, ignore_errors=True)
     write_outputs(rows, info, out, args.quick, started, total)
     print(f"wrote {out / (STEM + '.md')}, {out / (STEM + '.csv')}, {out / (STEM + '.png')} "
           f"({total / 60:.1f} min)")
