@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -10,10 +11,19 @@ import numpy as np
 
 from .annotations import Annotations
 from .inference import mcmc
+from .inference import svi as svi_engine
 from .inference.loop import ClassPart, Spec, WorkerPart, run
 from .models import class_prior as label_prior
-from .models import dawid_skene, glad, learned_prior, majority_vote, one_coin, priors
-from .ops import expected_confusion_counts
+from .models import (
+    community_bcc,
+    dawid_skene,
+    glad,
+    learned_prior,
+    majority_vote,
+    one_coin,
+    priors,
+)
+from .ops import expected_confusion_counts, label_posterior
 from .posterior import Posterior
 
 __all__ = ["fit", "MODELS", "resolve_prior"]
@@ -294,6 +304,105 @@ def _nuts_runner(model_name: str, module, offset: float, one_coin_prior: bool = 
     return runner
 
 
+def _svi_run(model_name: str, model_fn, workers: WorkerPart, hyper: dict, init: dict,
+             annotations: Annotations, *, guide: str = "map", num_steps: int = 2000,
+             learning_rate: float = 0.05, batch_items: int | None = None, seed: int = 0,
+             recorded: dict) -> Posterior:
+    """SVI on a NumPyro model, then the shared E-step with the fitted parameters."""
+    params, losses = svi_engine.svi(model_fn, annotations, hyper, init, guide=guide,
+                                    num_steps=num_steps, learning_rate=learning_rate,
+                                    batch_items=batch_items, seed=seed)
+    data = annotations.to_device()
+    classes = label_prior.FIXED if "prior_logits" in hyper else label_prior.MAP
+    log_q, _ = label_posterior(data, workers.log_lik(data, params),
+                               classes.log_prior(data, params, hyper))
+    recorded.update(guide=guide, num_steps=num_steps, learning_rate=learning_rate,
+                    batch_items=batch_items, seed=seed, hyper=jax.device_get(hyper))
+    return Posterior(
+        annotations=annotations,
+        model=model_name,
+        method="svi",
+        label_probs=np.exp(np.asarray(log_q, dtype=np.float64)),
+        confusion=np.asarray(workers.confusion(params, annotations.n_classes)),
+        class_prior=None if "prior_logits" in hyper else np.asarray(params["class_prior"]),
+        history=-losses,
+        n_iter=int(num_steps),
+        converged=bool(np.isfinite(losses[-1])),
+        params=jax.tree.map(np.asarray, params),
+        options=recorded,
+    )
+
+
+_SVI_OPTIONS = ("guide", "num_steps", "learning_rate", "batch_items", "seed")
+
+
+def _svi_runner(model_name: str, module, offset: float, one_coin_prior: bool = False):
+    """SVI for a confusion model, started from its EM estimate."""
+
+    def runner(annotations, **options) -> Posterior:
+        svi_options = {k: options.pop(k) for k in _SVI_OPTIONS if k in options}
+        hyper, recorded = _confusion_hyper(annotations, offset, one_coin_prior, **options)
+        em_hyper, _ = _confusion_hyper(annotations, 1.0, one_coin_prior, **options)
+        start = _run_loop(model_name, "em", module.MAP, em_hyper, annotations, options={})
+        init = {k: jnp.asarray(v) for k, v in start.params.items()}
+        return _svi_run(model_name, module.model, module.MAP, hyper, init, annotations,
+                        recorded=recorded, **svi_options)
+
+    return runner
+
+
+def _community_runner(annotations, *, method: str, communities: int = 3, deviation: float = 2.0,
+                      prior=DEFAULT_PRIOR, strength=None, accuracy=DEFAULT_ACCURACY,
+                      class_prior: float = 1.0, prior_logits=None, **engine_options) -> Posterior:
+    """Community BCC by VB (default) or SVI, started from Dawid-Skene: the workers' EM
+    confusions are clustered (weighted k-means) into the initial communities."""
+    if communities < 1 or deviation <= 0:
+        raise ValueError("communities must be >= 1 and deviation > 0")
+    base = resolve_prior(annotations, prior, strength, accuracy)
+    if base.ndim == 3:
+        raise ValueError("community BCC takes a prior shared by all workers, shape (K, K)")
+    hyper = _label_prior_hyper(annotations, 1.0 + class_prior, prior_logits)
+    hyper["community_prior"] = jnp.asarray(
+        np.broadcast_to(1.0 + base, (communities,) + base.shape), jnp.float32)
+    hyper["deviation"] = jnp.float32(deviation)
+    start = fit(annotations, "dawid_skene", prior=prior, strength=strength, accuracy=accuracy,
+                class_prior=class_prior, prior_logits=prior_logits)
+    centres, sizes = _kmeans(start.confusion, annotations.annotations_per_worker(), communities,
+                             engine_options.get("seed", 0))
+    recorded = dict(communities=communities, deviation=deviation, prior=prior, strength=strength,
+                    class_prior=class_prior)
+    if method == "vb":
+        hyper["community_init"] = jnp.asarray(centres, jnp.float32)
+        return _run_loop("community_bcc", "vb", community_bcc.VB, hyper, annotations,
+                         options=recorded, **engine_options)
+    init = {"confusion": jnp.asarray(start.confusion), "community_confusion": jnp.asarray(centres),
+            "community_sizes": jnp.asarray(sizes)}
+    if "class_prior" in start.params:
+        init["class_prior"] = jnp.asarray(start.params["class_prior"])
+    engine_options.setdefault("guide", "normal")  # the joint MAP of a hierarchy over-shrinks
+    post = _svi_run("community_bcc", community_bcc.model, dawid_skene.MAP, hyper, init,
+                    annotations, recorded=recorded, **engine_options)
+    post.params["memberships"] = np.asarray(community_bcc.memberships(post.params, deviation))
+    return post
+
+
+def _kmeans(confusion: np.ndarray, weight: np.ndarray, k: int, seed: int, iters: int = 20):
+    """Weighted k-means of the workers' confusion matrices: (centres (k, K, K), sizes (k,))."""
+    x = confusion.reshape(len(confusion), -1)
+    rng = np.random.default_rng(seed)
+    p = weight / weight.sum()
+    centres = x[rng.choice(len(x), size=k, replace=len(x) < k, p=p)]
+    for _ in range(iters):
+        assign = np.argmin(((x[:, None] - centres[None]) ** 2).sum(-1), axis=1)
+        for c in range(k):
+            if (assign == c).any():
+                centres[c] = np.average(x[assign == c], axis=0, weights=weight[assign == c] + 1e-9)
+    sizes = np.bincount(assign, weights=weight, minlength=k) + 1.0
+    shape = (k,) + confusion.shape[1:]
+    centres = centres.reshape(shape) + 1e-3
+    return centres / centres.sum(-1, keepdims=True), sizes / sizes.sum()
+
+
 def _glad_runner(annotations, *, alpha_mean: float = 1.0, alpha_scale: float = 1.0,
                  beta_mean: float = 1.0, beta_scale: float = 1.0, class_prior=None,
                  prior_logits=None, m_steps: int = 25, learning_rate: float = 0.05,
@@ -345,6 +454,7 @@ MODELS: dict[str, ModelEntry] = {
         {
             "em": _loop_runner("dawid_skene", "em", dawid_skene.MAP, 1.0),
             "nuts": _nuts_runner("dawid_skene", dawid_skene, 1.0),
+            "svi": _svi_runner("dawid_skene", dawid_skene, 1.0),
         },
         "em",
     ),
@@ -352,6 +462,7 @@ MODELS: dict[str, ModelEntry] = {
         {
             "vb": _loop_runner("bcc", "vb", dawid_skene.VB, 0.0),
             "nuts": _nuts_runner("bcc", dawid_skene, 0.0),
+            "svi": _svi_runner("bcc", dawid_skene, 0.0),
         },
         "vb",
     ),
@@ -359,8 +470,16 @@ MODELS: dict[str, ModelEntry] = {
         {
             "em": _loop_runner("one_coin", "em", one_coin.MAP, 1.0, True),
             "nuts": _nuts_runner("one_coin", one_coin, 1.0, True),
+            "svi": _svi_runner("one_coin", one_coin, 1.0, True),
         },
         "em",
+    ),
+    "community_bcc": ModelEntry(
+        {
+            "vb": partial(_community_runner, method="vb"),
+            "svi": partial(_community_runner, method="svi"),
+        },
+        "vb",
     ),
     "glad": ModelEntry({"em": _glad_runner}, "em"),
     "majority_vote": ModelEntry({"vote": _fit_majority_vote}, "vote"),

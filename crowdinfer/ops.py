@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpyro
 from jax.scipy.special import logsumexp
 
 from .annotations import CrowdData
@@ -20,6 +21,7 @@ __all__ = [
     "vote_counts",
     "label_posterior",
     "mean_annotation_likelihood",
+    "observe",
 ]
 
 
@@ -69,3 +71,9 @@ def mean_annotation_likelihood(data: CrowdData, annotation_log_lik: jax.Array, l
     lik = jnp.exp(annotation_log_lik)
     per_annotation = jnp.sum(label_probs[data.item] * lik, axis=-1) * data.weight
     return per_annotation.sum() / jnp.maximum(data.weight.sum(), 1.0)
+
+
+def observe(log_evidence: jax.Array, hyper: dict) -> None:
+    """Inside a NumPyro model: the annotations enter as one factor, ``sum_i log p(Z_i | ...)``,
+    scaled by ``hyper["likelihood_scale"]`` when SVI trains on a minibatch of items."""
+    numpyro.factor("annotations", log_evidence.sum() * hyper.get("likelihood_scale", 1.0))

@@ -6,6 +6,19 @@ Every model marginalises the discrete true label: the annotations enter through 
 (:class:`crowdinfer.inference.loop.WorkerPart`): ``MAP`` for EM and, where the model is conjugate,
 ``VB`` for variational Bayes.  :mod:`.class_prior` holds the label-prior parts.
 """
-from . import class_prior, dawid_skene, glad, majority_vote, one_coin, priors
+from . import (
+    class_prior,
+    community_bcc,
+    dawid_skene,
+    glad,
+    learned_prior,
+    majority_vote,
+    networks,
+    one_coin,
+    priors,
+)
 
-__all__ = ["class_prior", "dawid_skene", "one_coin", "glad", "majority_vote", "priors"]
+__all__ = [
+    "class_prior", "community_bcc", "dawid_skene", "glad", "learned_prior", "majority_vote",
+    "networks", "one_coin", "priors",
+]

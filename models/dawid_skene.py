@@ -32,7 +32,12 @@ from numpyro.distributions.kl import kl_divergence
 
 from crowdinfer.annotations import CrowdData
 from crowdinfer.inference.loop import WorkerPart
-from crowdinfer.ops import expected_confusion_counts, gather_log_confusion, label_posterior
+from crowdinfer.ops import (
+    expected_confusion_counts,
+    gather_log_confusion,
+    label_posterior,
+    observe,
+)
 
 from . import class_prior
 from .priors import dirichlet_map
@@ -52,7 +57,7 @@ def model(data: CrowdData, hyper: dict):
         confusion = numpyro.sample("confusion", confusion_distribution(hyper, data.n_workers))
     log_prior = class_prior.sample_log_prior(hyper)
     _, evidence = label_posterior(data, gather_log_confusion(data, jnp.log(confusion)), log_prior)
-    numpyro.factor("annotations", evidence.sum())
+    observe(evidence, hyper)
 
 
 def _init(data, hyper):

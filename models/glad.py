@@ -28,7 +28,7 @@ import optax
 
 from crowdinfer.annotations import CrowdData
 from crowdinfer.inference.loop import WorkerPart
-from crowdinfer.ops import label_posterior
+from crowdinfer.ops import label_posterior, observe
 
 from . import class_prior
 
@@ -59,7 +59,7 @@ def model(data: CrowdData, hyper: dict):
         log_beta = numpyro.sample("log_beta", beta_prior)
     log_prior = class_prior.sample_log_prior(hyper)
     _, evidence = label_posterior(data, annotation_log_lik(data, alpha, log_beta), log_prior)
-    numpyro.factor("annotations", evidence.sum())
+    observe(evidence, hyper)
 
 
 def _log_prior(params, hyper):

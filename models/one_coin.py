@@ -22,7 +22,12 @@ import numpyro.distributions as dist
 
 from crowdinfer.annotations import CrowdData
 from crowdinfer.inference.loop import WorkerPart
-from crowdinfer.ops import expected_confusion_counts, gather_log_confusion, label_posterior
+from crowdinfer.ops import (
+    expected_confusion_counts,
+    gather_log_confusion,
+    label_posterior,
+    observe,
+)
 
 from . import class_prior
 from .priors import TINY
@@ -46,7 +51,7 @@ def model(data: CrowdData, hyper: dict):
     log_prior = class_prior.sample_log_prior(hyper)
     theta = confusion(accuracy, data.n_classes)
     _, evidence = label_posterior(data, gather_log_confusion(data, jnp.log(theta)), log_prior)
-    numpyro.factor("annotations", evidence.sum())
+    observe(evidence, hyper)
 
 
 def _update(data, q, hyper, params):

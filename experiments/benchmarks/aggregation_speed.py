@@ -11,9 +11,9 @@ the committed results.
 What is measured (same machine, same run, same data, the same number of EM iterations):
 
 * crowdinfer: ``ci.fit(ann, prior="none", max_iter=20, tol=-inf, stop="objective")`` -- classic
-  maximum-likelihood Dawid-Skene.  ``tol=-inf`` because ``tol=0`` is not enough to force the
-  iterations: the float32 objective stops changing *exactly* after ~10 iterations, so
-  ``|change| <= 0`` fires early.  Every fit is checked to have run ``n_iter == 20``.
+  maximum-likelihood Dawid-Skene.  ``tol=-inf`` so that no stopping test can fire (crowdinfer up to
+  commit 39804bd stopped on ``|change| <= tol``: with ``tol=0`` the float32 objective stopped
+  changing *exactly* after ~10 iterations).  Every fit is checked to have run ``n_iter == 20``.
 * crowd-kit: ``DawidSkene(n_iter=20, tol=-inf)``.  Its loop breaks when
   ``new_loss - loss < tol``; with ``tol=0`` it would stop as soon as the ELBO dips by float noise,
   so ``-inf`` again; every fit is checked to have ``len(loss_history_) == 20``.
@@ -494,9 +494,10 @@ def write_outputs(rows: list[dict], info: dict, out: Path, quick: bool, started:
     L.append(f"- crowdinfer: `ci.fit(ann, prior=\"none\", max_iter={N_ITER}, tol=-inf, stop=\"objective\")`"
              f" (maximum-likelihood DS); crowd-kit: `DawidSkene(n_iter={N_ITER}, tol=-inf)` on "
              "`ann.to_dataframe().rename(columns={\"item\": \"task\"})`. Both run exactly "
-             f"{N_ITER} EM iterations (checked on every call). `tol=0` is not enough: crowdinfer's float32 "
-             "objective stops changing exactly after ~10 iterations on synthetic data and `|change| <= 0` "
-             "stops it there; crowd-kit breaks on `new_loss - loss < tol`, i.e. on any ELBO dip.")
+             f"{N_ITER} EM iterations (checked on every call): `tol=-inf` so that no stopping test can "
+             "fire. crowd-kit breaks on `new_loss - loss < tol`, so `tol=0` would stop it at any float "
+             "dip of the ELBO; crowdinfer up to commit 39804bd stopped on `|change| <= tol`, so `tol=0` "
+             "stopped it once the float32 objective stopped changing (~10 iterations here).")
     L.append("- Each (tool, data set) runs in a fresh subprocess. crowdinfer: *first* = first call "
              "(includes jit compilation; the JAX backend is started beforehand), *steady* = median of "
              f"{STEADY_CALLS} further calls on the same data (each call includes moving the annotations "
