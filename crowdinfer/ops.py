@@ -35,7 +35,7 @@ def gather_log_confusion(data: CrowdData, log_confusion: jax.Array) -> jax.Array
 def item_log_likelihood(data: CrowdData, annotation_log_lik: jax.Array) -> jax.Array:
     """``L[i, k] = sum_{n: i_n = i} log p(z_n | y_i = k, ...)``, shape (N, K), from the
     per-annotation log-likelihoods ``G[n, k]`` (padding rows count for nothing)."""
-    g = jnp.where(data.weight[:, None] > 0, annotation_log_lik * data.weight[:, None], 0.0)
+    g = annotation_log_lik * data.weight[:, None]  # finite everywhere: probabilities are floored
     return jax.ops.segment_sum(g, data.item, data.n_items, indices_are_sorted=True)
 
 

@@ -76,8 +76,9 @@ class State(NamedTuple):
     history: jax.Array  # (max_iter,) objective per iteration, NaN after the last
 
 
-def _iterate(spec: Spec, data: CrowdData, hyper, params: dict, label_probs):
-    """Update both parts from ``label_probs``, then the E-step and the objective."""
+def _iterate(spec: Spec, data: CrowdData, hyper, params: dict, label_probs, soft: bool):
+    """Update both parts from ``label_probs``, then the E-step and the objective (and, for the
+    soft stopping rule only, the mean annotation likelihood: it costs a pass over the data)."""
     params = {**params, **spec.workers.update(data, label_probs, hyper, params)}
     params = {**params, **spec.classes.update(data, label_probs, hyper, params)}
     log_lik = spec.workers.log_lik(data, params)
@@ -85,7 +86,7 @@ def _iterate(spec: Spec, data: CrowdData, hyper, params: dict, label_probs):
     objective = (
         evidence.sum() + spec.workers.objective(params, hyper) + spec.classes.objective(params, hyper)
     )
-    likelihood = mean_annotation_likelihood(data, log_lik, jnp.exp(log_q))
+    likelihood = mean_annotation_likelihood(data, log_lik, jnp.exp(log_q)) if soft else jnp.nan
     return params, log_q, objective, likelihood
 
 
@@ -117,7 +118,8 @@ def run(
             jax.debug.callback(callback, state.iteration, state.objective)
 
     params = {**spec.workers.init(data, hyper), **spec.classes.init(data, hyper)}
-    params, log_q, objective, likelihood = _iterate(spec, data, hyper, params, init_probs)
+    soft = stop == "soft"
+    params, log_q, objective, likelihood = _iterate(spec, data, hyper, params, init_probs, soft)
     same = jnp.all(jnp.argmax(log_q, -1) == jnp.argmax(init_probs, -1))
     history = jnp.full((max_iter,), jnp.nan, dtype=objective.dtype).at[0].set(objective)
     converged = same if stop == "hard" else jnp.bool_(False)
@@ -129,7 +131,7 @@ def run(
 
     def body(state: State):
         params, log_q, objective, likelihood = _iterate(
-            spec, data, hyper, state.params, jnp.exp(state.log_q)
+            spec, data, hyper, state.params, jnp.exp(state.log_q), soft
         )
         if stop == "soft":
             done = jnp.abs(likelihood - state.likelihood) < tol
