@@ -116,7 +116,7 @@ def test_results_are_deterministic(task):
 def test_fit_rejects_unknown_model_method_and_options(task):
     with pytest.raises(ValueError, match="unknown model 'wisdom'; available: "):
         ci.fit(task.annotations, "wisdom")
-    with pytest.raises(ValueError, match="model 'one_coin' has no method 'gibbs'; available: \\['em'\\]"):
+    with pytest.raises(ValueError, match="model 'one_coin' has no method 'gibbs'; available: \\['em', 'nuts', 'svi'\\]"):
         ci.fit(task.annotations, "one_coin", method="gibbs")
     with pytest.raises(TypeError, match="dawid_skene/em: .*unexpected keyword.*colour"):
         ci.fit(task.annotations, colour="red")
