@@ -465,23 +465,38 @@ class Annotations:
     def annotations_per_item(self) -> np.ndarray:
         return np.bincount(self.item, minlength=self.n_items)
 
-    def to_device(self, capacity: int | None = None) -> CrowdData:
-        """Pad to a capacity bucket (default: :func:`capacity_bucket`) and move to the device."""
+    def to_device(self, capacity: int | None = None, sharding="auto") -> CrowdData:
+        """Pad to a capacity bucket (default: :func:`capacity_bucket`) and move to the device(s).
+
+        ``sharding="auto"`` splits the annotation axis over all devices when there are several
+        (:mod:`crowdinfer.distributed`); ``None`` keeps everything on the default device; or pass a
+        ``jax.sharding.Sharding``.
+        """
+        from .distributed import annotation_sharding
+
+        if sharding == "auto":
+            sharding = annotation_sharding()
         n = self.n_annotations
         cap = capacity_bucket(n) if capacity is None else int(capacity)
         if cap < n:
             raise ValueError(f"capacity {cap} is smaller than the {n} annotations")
+        if sharding is not None:
+            parts = len(sharding.device_set)
+            cap = -(-cap // parts) * parts
         pad = cap - n
 
+        def put(a):
+            return jnp.asarray(a) if sharding is None else jax.device_put(a, sharding)
+
         def padded(a, fill):
-            return jnp.asarray(np.concatenate([a, np.full(pad, fill, dtype=np.int32)]))
+            return put(np.concatenate([a, np.full(pad, fill, dtype=np.int32)]))
 
         weight = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
         return CrowdData(
             item=padded(self.item, self.n_items - 1),
             worker=padded(self.worker, 0),
             label=padded(self.label, 0),
-            weight=jnp.asarray(weight),
+            weight=put(weight),
             n_items=self.n_items,
             n_workers=self.n_workers,
             n_classes=self.n_classes,

@@ -207,6 +207,9 @@ def _cmd_demo(args) -> int:
 
 
 def main(argv=None) -> int:
+    from .distributed import use_all_cpu_cores
+
+    use_all_cpu_cores()  # effective when the command starts JAX (not when imported after it)
     parser = argparse.ArgumentParser(
         prog="crowdinfer",
         description="True labels and annotator skills from noisy crowd annotations.",
