@@ -31,13 +31,21 @@ _ITEM_COLUMNS = ("item", "task")
 
 
 def capacity_bucket(n: int, minimum: int = 1024) -> int:
-    """The padded length used for ``n`` annotations: the next power of two, at least ``minimum``.
+    """The padded length used for ``n`` annotations: the smallest of ``2^k * {1, 1.25, 1.5, 1.75}``
+    that holds ``n`` (at least ``minimum``).
 
-    Padding to a handful of capacities means a growing online loop compiles a few times, not once
-    per step.
+    Padding to a handful of capacities (four per doubling) means a growing online loop compiles a
+    few times, not once per step, while padding wastes at most 25% (plain powers of two: up to 100%).
     """
     n = max(int(n), 1)
-    return max(minimum, 1 << (n - 1).bit_length())
+    if n <= minimum:
+        return minimum
+    base = 1 << ((n - 1).bit_length() - 1)  # largest power of two below n
+    for quarter in (5, 6, 7, 8):
+        cap = base * quarter // 4
+        if cap >= n:
+            return cap
+    raise AssertionError("unreachable")
 
 
 @jax.tree_util.register_pytree_node_class

@@ -17,6 +17,7 @@ from crowdinfer.annotations import CrowdData
 from crowdinfer.ops import vote_counts
 
 
+@jax.jit
 def soft(data: CrowdData) -> jax.Array:
     """Vote fractions, shape (N, K)."""
     votes = vote_counts(data)

@@ -65,7 +65,11 @@ def test_gold_and_features():
 
 
 def test_padding_to_capacity_buckets():
-    assert capacity_bucket(1) == 1024 and capacity_bucket(1025) == 2048 and capacity_bucket(4096) == 4096
+    assert capacity_bucket(1) == 1024 and capacity_bucket(1025) == 1280 and capacity_bucket(4096) == 4096
+    assert capacity_bucket(10_000_000) == 10_485_760  # 1.25 * 2^23: 5% padding, not 68%
+    caps = {capacity_bucket(n) for n in range(1000, 100_000, 7)}
+    assert len(caps) <= 4 * 7 + 1, "a handful of buckets per doubling"
+    assert all(capacity_bucket(n) < 1.26 * n for n in range(1025, 100_000, 13))
     ann = ci.Annotations.from_dataframe(table())
     data = ann.to_device()
     assert data.item.shape == (1024,) and float(data.weight.sum()) == 4

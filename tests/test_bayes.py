@@ -107,7 +107,7 @@ def test_report_command_writes_figures_and_tables(tmp_path):
 
 
 def test_model_method_pairs_are_checked(dataset):
-    with pytest.raises(ValueError, match=r"model 'bcc' has no method 'em'; available: \['nuts', 'vb'\]"):
+    with pytest.raises(ValueError, match=r"model 'bcc' has no method 'em'; available: \['nuts', 'svi', 'vb'\]"):
         ci.fit(dataset("rte").annotations, "bcc", "em")
     with pytest.raises(ValueError, match="strictly positive prior pseudo-counts"):
         ci.fit(dataset("rte").annotations, "bcc", prior="none")
