@@ -309,20 +309,25 @@ def _svi_run(model_name: str, model_fn, workers: WorkerPart, hyper: dict, init: 
              learning_rate: float = 0.05, batch_items: int | None = None, seed: int = 0,
              recorded: dict) -> Posterior:
     """SVI on a NumPyro model, then the shared E-step with the fitted parameters."""
-    params, losses = svi_engine.svi(model_fn, annotations, hyper, init, guide=guide,
-                                    num_steps=num_steps, learning_rate=learning_rate,
-                                    batch_items=batch_items, seed=seed)
-    data = annotations.to_device()
+    params, losses, chunks = svi_engine.svi(model_fn, annotations, hyper, init, guide=guide,
+                                            num_steps=num_steps, learning_rate=learning_rate,
+                                            batch_items=batch_items, seed=seed)
     classes = label_prior.FIXED if "prior_logits" in hyper else label_prior.MAP
-    log_q, _ = label_posterior(data, workers.log_lik(data, params),
-                               classes.log_prior(data, params, hyper))
+    if chunks is None:
+        data = annotations.to_device()
+        log_q, _ = label_posterior(data, workers.log_lik(data, params),
+                                   classes.log_prior(data, params, hyper))
+        label_probs = np.exp(np.asarray(log_q, dtype=np.float64))
+    else:
+        label_probs = svi_engine.chunked_label_probs(chunks, workers.log_lik, classes.log_prior,
+                                                     params, hyper).astype(np.float64)
     recorded.update(guide=guide, num_steps=num_steps, learning_rate=learning_rate,
                     batch_items=batch_items, seed=seed, hyper=jax.device_get(hyper))
     return Posterior(
         annotations=annotations,
         model=model_name,
         method="svi",
-        label_probs=np.exp(np.asarray(log_q, dtype=np.float64)),
+        label_probs=label_probs,
         confusion=np.asarray(workers.confusion(params, annotations.n_classes)),
         class_prior=None if "prior_logits" in hyper else np.asarray(params["class_prior"]),
         history=-losses,
@@ -337,18 +342,34 @@ _SVI_OPTIONS = ("guide", "num_steps", "learning_rate", "batch_items", "seed")
 
 
 def _svi_runner(model_name: str, module, offset: float, one_coin_prior: bool = False):
-    """SVI for a confusion model, started from its EM estimate."""
+    """SVI for a confusion model, started from its EM estimate -- or, with minibatches (data that
+    is never processed whole), from the prior mean, whose dominant diagonal anchors the labels."""
 
     def runner(annotations, **options) -> Posterior:
         svi_options = {k: options.pop(k) for k in _SVI_OPTIONS if k in options}
         hyper, recorded = _confusion_hyper(annotations, offset, one_coin_prior, **options)
-        em_hyper, _ = _confusion_hyper(annotations, 1.0, one_coin_prior, **options)
-        start = _run_loop(model_name, "em", module.MAP, em_hyper, annotations, options={})
-        init = {k: jnp.asarray(v) for k, v in start.params.items()}
+        if svi_options.get("batch_items") is None:
+            em_hyper, _ = _confusion_hyper(annotations, 1.0, one_coin_prior, **options)
+            start = _run_loop(model_name, "em", module.MAP, em_hyper, annotations, options={})
+            init = {k: jnp.asarray(v) for k, v in start.params.items()}
+        else:
+            init = _prior_mean(annotations, hyper)
         return _svi_run(model_name, module.model, module.MAP, hyper, init, annotations,
                         recorded=recorded, **svi_options)
 
     return runner
+
+
+def _prior_mean(annotations: Annotations, hyper: dict) -> dict:
+    """Parameters at the prior mean (confusion models), for starts that must not touch all data."""
+    k, m = annotations.n_classes, annotations.n_workers
+    init = {"class_prior": jnp.full((k,), 1.0 / k)}
+    if "confusion" in hyper:
+        conc = jnp.broadcast_to(hyper["confusion"], (m, k, k))
+        init["confusion"] = conc / conc.sum(-1, keepdims=True)
+    else:
+        init["accuracy"] = jnp.broadcast_to(hyper["correct"] / (hyper["correct"] + hyper["wrong"]), (m,))
+    return init
 
 
 def _community_runner(annotations, *, method: str, communities: int = 3, deviation: float = 2.0,

@@ -69,3 +69,26 @@ def test_community_bcc_finds_planted_communities():
     groups = r.argmax(1)
     assert len(set(groups[:20])) == 1 and len(set(groups[20:])) == 1 and groups[0] != groups[20]
     assert post.accuracy() > 0.85 and post.accuracy() >= ci.fit(ann, "bcc").accuracy() - 0.01
+
+
+def test_chunked_e_step_equals_the_full_e_step(dataset):
+    import jax.numpy as jnp
+
+    from crowdinfer.inference.svi import chunked_label_probs
+    from crowdinfer.models import class_prior, dawid_skene
+
+    ann = dataset("web").annotations
+    post = ci.fit(ann)
+    params = {"confusion": jnp.asarray(post.confusion), "class_prior": jnp.asarray(post.class_prior)}
+    probs = chunked_label_probs(chunk(ann, 300, seed=3), dawid_skene.MAP.log_lik,
+                                class_prior.MAP.log_prior, params, {})
+    np.testing.assert_allclose(probs, post.label_probs, atol=1e-4)
+
+
+def test_minibatch_svi_starts_from_the_prior_and_rejects_item_logits(dataset):
+    ann = dataset("rte").annotations
+    post = ci.fit(ann, "bcc", "svi", batch_items=100, num_steps=1500)
+    assert post.accuracy() > 0.91
+    with pytest.raises(ValueError, match="minibatch SVI takes class proportions"):
+        ci.fit(ann, "dawid_skene", "svi", batch_items=100,
+               prior_logits=np.zeros((ann.n_items, ann.n_classes)))

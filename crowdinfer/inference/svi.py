@@ -26,8 +26,9 @@ from numpyro.infer.autoguide import AutoDelta, AutoNormal
 from numpyro.optim import optax_to_numpyro
 
 from crowdinfer.annotations import Annotations, CrowdData, capacity_bucket
+from crowdinfer.ops import label_posterior
 
-__all__ = ["Chunks", "chunk", "svi"]
+__all__ = ["Chunks", "chunk", "chunked_label_probs", "svi"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +38,7 @@ class Chunks:
     data: CrowdData  # stacked: item (local to the chunk), worker, label, weight
     scale: jax.Array
     n_chunks: int
+    position: np.ndarray  # (N,) each item's position in the shuffled order (chunk * size + local)
 
 
 def chunk(annotations: Annotations, batch_items: int, seed: int = 0) -> Chunks:
@@ -70,7 +72,20 @@ def chunk(annotations: Annotations, batch_items: int, seed: int = 0) -> Chunks:
         n_workers=annotations.n_workers,
         n_classes=annotations.n_classes,
     )
-    return Chunks(data, jnp.asarray(n / items_in_chunk, jnp.float32), n_chunks)
+    return Chunks(data, jnp.asarray(n / items_in_chunk, jnp.float32), n_chunks, order)
+
+
+def chunked_label_probs(chunks: Chunks, log_lik, log_prior, params: dict, hyper: dict):
+    """The E-step chunk by chunk (never the whole data at once): (N, K) in the original order."""
+
+    @jax.jit
+    def one(batch):
+        log_q, _ = label_posterior(batch, log_lik(batch, params), log_prior(batch, params, hyper))
+        return jnp.exp(log_q)
+
+    probs = [np.asarray(one(jax.tree.map(lambda a: a[c], chunks.data)))
+             for c in range(chunks.n_chunks)]
+    return np.concatenate(probs)[chunks.position]
 
 
 def _guide(model, kind: str, init_params: dict):
@@ -106,14 +121,18 @@ def _train(model, guide, data, hyper, scales, key, *, num_steps, learning_rate):
 def svi(model, annotations: Annotations, hyper: dict, init_params: dict, *, guide: str = "map",
         num_steps: int = 2000, learning_rate: float = 0.05, batch_items: int | None = None,
         seed: int = 0):
-    """Fit ``model`` by SVI; returns ``(params, losses)``: the guide's median of every latent site
-    (constrained) and the loss (negative ELBO estimate) per step."""
+    """Fit ``model`` by SVI; returns ``(params, losses, chunks)``: the guide's median of every
+    latent site (constrained), the loss (negative ELBO estimate) per step, and the item chunks
+    (``None`` for full-batch training)."""
+    chunks = None
     if batch_items is None:
         data, scales = annotations.to_device(), jnp.float32(1.0)
     else:
+        if "prior_logits" in hyper:
+            raise ValueError("minibatch SVI takes class proportions, not per-item prior_logits")
         chunks = chunk(annotations, batch_items, seed)
         data, scales = chunks.data, chunks.scale
     auto = _guide(model, guide, init_params)
     params, losses = _train(model, auto, data, hyper, scales, jax.random.key(seed),
                             num_steps=int(num_steps), learning_rate=float(learning_rate))
-    return auto.median(params), np.asarray(losses)
+    return auto.median(params), np.asarray(losses), chunks
