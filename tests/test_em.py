@@ -124,3 +124,35 @@ def test_fit_rejects_unknown_model_method_and_options(task):
         ci.fit(task.annotations, prior="flat")
     with pytest.raises(ValueError, match=r"prior_logits must have shape \(600, 4\)"):
         ci.fit(task.annotations, prior_logits=np.zeros((3, 4)))
+
+
+def test_prior_builders():
+    from crowdinfer.models import priors
+
+    h = priors.homogeneous(4, strength=10, accuracy=0.7)
+    np.testing.assert_allclose(h.sum(1), 10.0)
+    np.testing.assert_allclose(np.diag(h), 7.0)
+    c = priors.class_dependent([0.9, 0.5, 0.7], strength=4)
+    np.testing.assert_allclose(np.diag(c), [3.6, 2.0, 2.8])
+    np.testing.assert_allclose(c.sum(1), 4.0)
+    with pytest.raises(ValueError, match=r"prior accuracies must lie in \[0, 1\]"):
+        priors.class_dependent([1.2, 0.5])
+    with pytest.raises(ValueError, match="prior strength must be a finite number >= 0"):
+        priors.homogeneous(3, strength=-1)
+
+
+def test_worker_dependent_prior_adds_gold_answers():
+    """Seed 000 appendix A.4 B: each worker's answers on gold questions join the base prior."""
+    from crowdinfer.models import priors
+
+    ann = ci.Annotations.from_arrays([0, 0, 1, 2], [0, 1, 0, 1], [1, 1, 0, 1], n_classes=2,
+                                     gold=np.array([1, 0, -1]))
+    base = priors.homogeneous(2, strength=2, accuracy=0.5)
+    w = priors.worker_dependent(ann, base)
+    assert w.shape == (2, 2, 2)
+    np.testing.assert_allclose(w[0] - base, [[1, 0], [0, 1]])  # worker 0: right on items 0 and 1
+    np.testing.assert_allclose(w[1] - base, [[0, 0], [0, 1]])  # worker 1: item 2 has no gold
+    post = ci.fit(ann, prior="worker", strength=2)
+    assert post.confusion.shape == (2, 2, 2)
+    with pytest.raises(ValueError, match="needs gold labels"):
+        ci.fit(ci.Annotations.from_arrays([0, 1], [0, 1], [0, 1]), prior="worker")
