@@ -56,7 +56,9 @@ def main() -> int:
     ]
     busiest = rte.worker_ids[np.argsort(-rte.annotations_per_worker())[:10]]
     axes = az.plot_forest([idata_nuts, idata_vb], model_names=["NUTS", "VB"], var_names=["accuracy"],
-                          coords={"worker": busiest}, combined=True, figsize=(6, 5))
+                          coords={"worker": busiest}, combined=True, figsize=(7, 5))
+    axes[0].set_title("accuracy of rte's 10 busiest workers: 94% HDI")
+    axes[0].figure.tight_layout()
     files.append(save(axes[0], "bayes_forest_rte_nuts.png"))
 
     busy = rte.annotations_per_worker() >= 100
