@@ -513,14 +513,31 @@ def fit(annotations: Annotations, model: str = "dawid_skene", method: str | None
 
     Args:
         annotations: an :class:`~crowdinfer.Annotations` (or a DataFrame with item, worker, label).
-        model: ``"dawid_skene"`` (default), ``"one_coin"`` or ``"majority_vote"``.
-        method: the engine; default the model's own (``"em"``; ``"vote"`` for majority vote).
-        **options: for EM models -- ``prior`` (default ``"pooled"``: the crowd's pooled confusion
-            as an empirical-Bayes prior worth 2 answers per row; ``"none"`` gives classic maximum-likelihood Dawid-Skene),
-            ``strength``, ``accuracy``, ``class_prior`` (pseudo-count per class, default 1),
-            ``prior_logits`` (N, K) per-item prior ``log p(y_i | x_i)`` replacing the class prior,
-            ``max_iter`` (100), ``tol`` (1e-5), ``stop`` (``"soft"`` eq. 6, ``"hard"`` eq. 5 or
-            ``"objective"``), ``progress`` (a progress bar).
+        model: ``"dawid_skene"`` (default), ``"bcc"``, ``"community_bcc"``, ``"one_coin"``,
+            ``"glad"`` or ``"majority_vote"`` (see ``MODELS``).
+        method: the engine -- ``"em"``, ``"vb"``, ``"nuts"``, ``"svi"`` or ``"vote"``; default the
+            model's own (the first of ``MODELS[model].methods``).
+        **options: depend on the engine --
+
+            priors (confusion models): ``prior`` (default ``"pooled"``, see :func:`resolve_prior`;
+            ``"none"`` is classic maximum-likelihood Dawid-Skene), ``strength``, ``accuracy``,
+            ``class_prior`` (pseudo-count per class, default 1);
+
+            label prior: ``prior_logits`` (N, K) fixed ``log p(y_i | x_i)`` from any outside model,
+            or ``label_prior="classifier"`` (EM/VB) to learn a Flax MLP on ``features`` (default:
+            the annotations' own) with ``hidden``, ``classifier_steps``, ``learning_rate``,
+            ``weight_decay``, ``folds`` (cross-fitting, default 5), ``seed``;
+
+            EM/VB: ``max_iter`` (100), ``tol`` (1e-5), ``stop`` (``"soft"`` seed 000 eq. 6,
+            ``"hard"`` eq. 5, ``"objective"``), ``progress`` (a progress bar);
+
+            NUTS: ``num_warmup``, ``num_samples``, ``num_chains``, ``seed``, ``progress``;
+
+            SVI: ``guide`` (``"map"`` or ``"normal"``), ``num_steps``, ``learning_rate``,
+            ``batch_items`` (minibatches of items), ``seed``;
+
+            community BCC: ``communities`` (3), ``deviation`` (2); GLAD: ``alpha_mean``,
+            ``alpha_scale``, ``beta_mean``, ``beta_scale``, ``m_steps``, ``learning_rate``.
 
     Returns:
         a :class:`~crowdinfer.Posterior`.

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 import numpy as np
-import numpyro.distributions as dist
 
 __all__ = [
     "symmetric",

@@ -1,6 +1,5 @@
 """Relabelling workers or items changes nothing; permuting class names permutes the output."""
 import numpy as np
-import pandas as pd
 import pytest
 
 import crowdinfer as ci
