@@ -5,10 +5,13 @@
     post = ci.fit(ann)                       # Dawid-Skene, MAP-EM, pooled empirical-Bayes prior
     post.to_pandas(); post.worker_skills()
 """
-from . import datasets
+from . import correction, datasets, simulate
 from .annotations import Annotations, CrowdData
 from .fit import MODELS, fit
 from .posterior import Posterior
 
 __version__ = "0.1.0"
-__all__ = ["Annotations", "CrowdData", "Posterior", "fit", "MODELS", "datasets", "__version__"]
+__all__ = [
+    "Annotations", "CrowdData", "Posterior", "fit", "MODELS", "correction", "datasets", "simulate",
+    "__version__",
+]
