@@ -467,6 +467,17 @@ class Annotations:
         has = self.gold >= 0
         return pd.Series(self.classes[self.gold[has]], index=pd.Index(self.item_ids[has], name="item"))
 
+    def gold_confusion_counts(self) -> np.ndarray:
+        """``C[j, k, l]``: how often worker ``j`` answered ``l`` on gold items whose gold label is
+        ``k``, shape (M, K, K)."""
+        if self.gold is None:
+            raise ValueError("these annotations carry no gold labels (Annotations.with_gold)")
+        gold = self.gold[self.item]
+        has = gold >= 0
+        counts = np.zeros((self.n_workers, self.n_classes, self.n_classes))
+        np.add.at(counts, (self.worker[has], gold[has], self.label[has]), 1.0)
+        return counts
+
     def annotations_per_worker(self) -> np.ndarray:
         return np.bincount(self.worker, minlength=self.n_workers)
 

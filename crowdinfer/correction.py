@@ -69,15 +69,21 @@ def _traced(*xs) -> bool:
     return any(isinstance(x, jax.core.Tracer) for x in xs)
 
 
-def _check_distributions(p, name: str) -> None:
-    """(N, K) rows that are probability distributions: finite, >= 0, summing to 1 (+- 1e-3)."""
-    if _traced(p):
-        return
-    a = np.asarray(p, dtype=np.float64)
+def _as_matrix(x, name: str) -> np.ndarray:
+    """``x`` as a float (items, classes) array with at least one item and two classes."""
+    a = np.asarray(x, dtype=np.float64)
     if a.ndim != 2:
         raise ValueError(f"{name} must be a 2-D array (items, classes), got shape {a.shape}")
     if a.shape[0] < 1 or a.shape[1] < 2:
         raise ValueError(f"{name} needs at least one item and two classes, got shape {a.shape}")
+    return a
+
+
+def _check_distributions(p, name: str) -> None:
+    """(N, K) rows that are probability distributions: finite, >= 0, summing to 1 (+- 1e-3)."""
+    if _traced(p):
+        return
+    a = _as_matrix(p, name)
     bad = np.flatnonzero(~np.isfinite(a).all(axis=1))
     if bad.size:
         raise ValueError(f"{name} row {bad[0]} contains NaN or inf")
@@ -95,11 +101,7 @@ def _check_counts(counts, name: str = "counts") -> None:
     """(N, K) vote counts: finite and >= 0."""
     if _traced(counts):
         return
-    a = np.asarray(counts, dtype=np.float64)
-    if a.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D array (items, classes), got shape {a.shape}")
-    if a.shape[0] < 1 or a.shape[1] < 2:
-        raise ValueError(f"{name} needs at least one item and two classes, got shape {a.shape}")
+    a = _as_matrix(counts, name)
     bad = np.flatnonzero(~np.isfinite(a).all(axis=1) | (a < 0).any(axis=1))
     if bad.size:
         raise ValueError(f"{name} row {bad[0]} has a negative, NaN or inf count: {a[bad[0]]}")

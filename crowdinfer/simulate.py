@@ -141,11 +141,7 @@ def dataset_workers(annotations: Annotations, n_workers: int, seed=0, smooth_rat
     real worker (with at least ``min_answers`` answers on gold items) drawn at random."""
     if annotations.gold is None:
         raise ValueError("dataset_workers needs gold labels to count each worker's confusions")
-    k = annotations.n_classes
-    gold = annotations.gold[annotations.item]
-    has = gold >= 0
-    counts = np.zeros((annotations.n_workers, k, k))
-    np.add.at(counts, (annotations.worker[has], gold[has], annotations.label[has]), 1.0)
+    counts = annotations.gold_confusion_counts()
     eligible = np.flatnonzero(counts.sum((1, 2)) >= min_answers)
     if len(eligible) == 0:
         raise ValueError(f"no worker has {min_answers} answers on gold items")

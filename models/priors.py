@@ -71,12 +71,7 @@ def worker_dependent(annotations, base: np.ndarray) -> np.ndarray:
     did well on the gold starts out trusted.  Shape (M, K, K)."""
     if annotations.gold is None:
         raise ValueError("a worker-dependent prior needs gold labels (Annotations.with_gold)")
-    k = annotations.n_classes
-    gold = annotations.gold[annotations.item]
-    has = gold >= 0
-    counts = np.zeros((annotations.n_workers, k, k))
-    np.add.at(counts, (annotations.worker[has], gold[has], annotations.label[has]), 1.0)
-    return np.asarray(base, dtype=np.float64)[None] + counts
+    return np.asarray(base, dtype=np.float64)[None] + annotations.gold_confusion_counts()
 
 
 def pooled(annotations, strength: float = 10.0, structure: str = "diagonal") -> np.ndarray:
