@@ -32,7 +32,8 @@ def _add_fit(sub):
     p.add_argument("--item-col", default=None, help="name of the item column (default item or task)")
     p.add_argument("--worker-col", default="worker")
     p.add_argument("--label-col", default="label")
-    p.add_argument("--progress", action="store_true", help="show a progress bar per EM iteration")
+    p.add_argument("--progress", action="store_true",
+                   help="show a progress bar per EM iteration (automatic above 10^6 annotations)")
 
 
 def _add_report(sub):
@@ -67,7 +68,9 @@ def _cmd_fit(args) -> int:
     print(f"read {ann!r} in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
     options = {}
     if args.model != "majority_vote":
-        options.update(max_iter=args.max_iter, progress=args.progress)
+        # long runs show progress: on request, and always beyond a million annotations
+        options.update(max_iter=args.max_iter,
+                       progress=args.progress or ann.n_annotations > 1_000_000)
         if args.prior is not None:
             options["prior"] = args.prior
         if args.strength is not None:
