@@ -66,11 +66,17 @@ def _cmd_fit(args) -> int:
     if args.gold:
         ann = ann.with_gold(ci.datasets.read_table(args.gold))
     print(f"read {ann!r} in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+    if args.model not in ci.MODELS:
+        raise ValueError(f"unknown model {args.model!r}; available: {sorted(ci.MODELS)}")
+    method = args.method or ci.MODELS[args.model].default_method
     options = {}
-    if args.model != "majority_vote":
+    if method in ("em", "vb"):
         # long runs show progress: on request, and always beyond a million annotations
         options.update(max_iter=args.max_iter,
                        progress=args.progress or ann.n_annotations > 1_000_000)
+    elif method == "nuts":
+        options["progress"] = True
+    if args.model != "majority_vote":
         if args.prior is not None:
             options["prior"] = args.prior
         if args.strength is not None:
@@ -227,7 +233,7 @@ def main(argv=None) -> int:
             warnings.simplefilter("always")
             warnings.showwarning = lambda msg, *a, **k: print(f"warning: {msg}", file=sys.stderr)
             return {"fit": _cmd_fit, "report": _cmd_report, "demo": _cmd_demo}[args.command](args)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, TypeError, FileNotFoundError) as err:
         print(f"crowdinfer {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -55,3 +55,16 @@ def test_demo_runs_as_a_console_script():
     table = [l.split() for l in proc.stdout.splitlines() if l.startswith(("majority", "Dawid"))]
     mv, ds = float(table[0][2]), float(table[1][1])
     assert ds > mv, proc.stdout
+
+
+def test_fit_runs_every_engine_from_the_command_line(tmp_path, capsys):
+    folder = ci.datasets.shared_data_dir() / "temp"
+    for model, method in [("bcc", "vb"), ("dawid_skene", "svi"), ("glad", None), ("one_coin", "em")]:
+        args = ["fit", str(folder / "annotations.csv"), "--model", model, "--out", str(tmp_path / "l.csv"),
+                "--gold", str(folder / "truth.csv")]
+        if method:
+            args += ["--method", method]
+        assert main(args) == 0, (model, method)
+        assert "accuracy on 462 gold items" in capsys.readouterr().err
+    assert main(["fit", str(folder / "annotations.csv"), "--model", "nope"]) == 2
+    assert "unknown model 'nope'" in capsys.readouterr().err
