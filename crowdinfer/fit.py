@@ -3,84 +3,15 @@ from __future__ import annotations
 
 import time
 from functools import partial
-from typing import Any, Callable, NamedTuple
+from typing import Callable, NamedTuple
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-
+from . import runners
 from .annotations import Annotations
-from .inference import mcmc
-from .inference import svi as svi_engine
-from .inference.loop import ClassPart, Spec, WorkerPart, run
-from .models import class_prior as label_prior
-from .models import (
-    community_bcc,
-    dawid_skene,
-    glad,
-    learned_prior,
-    majority_vote,
-    one_coin,
-    priors,
-)
-from .ops import expected_confusion_counts, label_posterior
+from .models import dawid_skene, one_coin
+from .models.priors import resolve as resolve_prior
 from .posterior import Posterior
 
 __all__ = ["fit", "MODELS", "resolve_prior"]
-
-# The default worker prior: empirical Bayes -- the whole crowd's confusion pooled against the soft
-# majority vote, worth 2 pseudo-answers per confusion row.  It shrinks sparse workers towards the
-# typical worker (the cure for plain Dawid-Skene's over-fitting on zencrowd_in and cf) and is
-# negligible for busy ones.  Chosen by the sweep in experiments/prior_sweep.py: it beats majority
-# vote on every dataset of ../shared/data and stays within 0.01 of the published Dawid-Skene figures.
-DEFAULT_PRIOR = "pooled"
-DEFAULT_STRENGTH = {"pooled": 2.0, "pooled_diagonal": 2.0, "homogeneous": 10.0, "worker": 10.0,
-                    "symmetric": 1.0, "none": 0.0}
-DEFAULT_ACCURACY = 0.7
-
-
-def resolve_prior(
-    annotations: Annotations,
-    prior: Any = DEFAULT_PRIOR,
-    strength: float | None = None,
-    accuracy: float = DEFAULT_ACCURACY,
-) -> np.ndarray:
-    """Pseudo-counts (K, K) or (M, K, K) for a prior given by name or as an array.
-
-    Names (default strength in brackets, in pseudo-answers per confusion row):
-    ``"pooled"`` [2] the crowd's pooled confusion against the soft majority vote (the default);
-    ``"pooled_diagonal"`` [2] the same summarised by its mean diagonal (seed 000's pooled alpha);
-    ``"homogeneous"`` [10] seed 000 appendix E: diagonal ``accuracy`` (0.7), rest spread evenly;
-    ``"worker"`` [10] homogeneous plus each worker's answers on gold items (appendix A.4 B);
-    ``"symmetric"`` [1] ``strength`` pseudo-answers in every cell;
-    ``"none"`` maximum likelihood, the classic Dawid-Skene.
-    An array is used as given (see :mod:`crowdinfer.models.priors`).
-    """
-    k, m = annotations.n_classes, annotations.n_workers
-    if isinstance(prior, str):
-        if prior not in DEFAULT_STRENGTH:
-            raise ValueError(
-                f"unknown prior {prior!r}: use one of {sorted(DEFAULT_STRENGTH)} "
-                "or an array of pseudo-counts"
-            )
-        s = DEFAULT_STRENGTH[prior] if strength is None else strength
-        if prior == "pooled":
-            return priors.pooled(annotations, s, "full")
-        if prior == "pooled_diagonal":
-            return priors.pooled(annotations, s, "diagonal")
-        if prior == "homogeneous":
-            return priors.homogeneous(k, s, accuracy)
-        if prior == "worker":
-            return priors.worker_dependent(annotations, priors.homogeneous(k, s, accuracy))
-        if prior == "symmetric":
-            return priors.symmetric(k, s)
-        return priors.symmetric(k, 0.0)
-    counts = np.asarray(prior, dtype=np.float64)
-    if counts.shape not in ((k, k), (m, k, k)):
-        raise ValueError(f"prior pseudo-counts must have shape ({k}, {k}) or ({m}, {k}, {k}), got {counts.shape}")
-    if not np.all(np.isfinite(counts)) or np.any(counts < 0):
-        raise ValueError("prior pseudo-counts must be finite and >= 0")
-    return counts
 
 
 class ModelEntry(NamedTuple):
@@ -88,422 +19,40 @@ class ModelEntry(NamedTuple):
     default_method: str
 
 
-# ----------------------------------------------------------------------- runners
-def _label_prior_hyper(annotations: Annotations, concentration: float, prior_logits) -> dict:
-    """The label-prior entries of ``hyper``: the class Dirichlet concentration, or per-item logits."""
-    hyper = {"class_concentration": jnp.full((annotations.n_classes,), concentration, jnp.float32)}
-    if prior_logits is not None:
-        logits = jnp.asarray(prior_logits, dtype=jnp.float32)
-        want = (annotations.n_items, annotations.n_classes)
-        if logits.shape != want:
-            raise ValueError(f"prior_logits must have shape {want}, got {logits.shape}")
-        if not bool(jnp.all(jnp.isfinite(logits))):
-            raise ValueError("prior_logits contain NaN or inf")
-        hyper["prior_logits"] = logits
-    return hyper
-
-
-CLASS_PARTS = {"em": label_prior.MAP, "vb": label_prior.VB}
-
-
-def _run_loop(
-    model_name: str,
-    method: str,
-    workers: WorkerPart,
-    hyper: dict,
-    annotations: Annotations,
-    *,
-    max_iter: int = 100,
-    tol: float = 1e-5,
-    stop: str = "soft",
-    progress: bool = False,
-    options: dict,
-    classes: ClassPart | None = None,
-    classifier: dict | None = None,
-) -> Posterior:
-    """Run the coordinate-ascent loop (EM or VB) and wrap the result.
-
-    ``classes`` is the label-prior part (default: fixed logits if ``hyper`` has them, else the
-    class proportions for ``method``); ``classifier`` describes a learned prior for prediction.
-    """
-    data = annotations.to_device()
-    if classes is None:
-        classes = label_prior.FIXED if "prior_logits" in hyper else CLASS_PARTS[method]
-    spec = Spec(workers, classes)
-    callback = _progress_callback(max_iter, method.upper()) if progress else None
-    state = run(
-        spec,
-        data,
-        hyper,
-        majority_vote.soft(data),
-        max_iter=int(max_iter),
-        tol=float(tol),
-        stop=stop,
-        callback=callback,
-    )
-    if callback is not None:
-        callback.close()
-    proportions = classes.proportions(state.params)
-    state = jax.device_get(state)
-    n_iter = int(state.iteration)
-    return Posterior(
-        annotations=annotations,
-        model=model_name,
-        method=method,
-        label_probs=np.exp(np.asarray(state.log_q, dtype=np.float64)),
-        confusion=np.asarray(workers.confusion(state.params, annotations.n_classes)),
-        class_prior=None if proportions is None else np.asarray(proportions),
-        history=np.asarray(state.history[:n_iter]),
-        n_iter=n_iter,
-        converged=bool(state.converged),
-        params={k: jax.tree.map(np.asarray, v) for k, v in state.params.items()
-                if not k.startswith("_")},
-        options={**options, "hyper": jax.device_get(hyper)},
-        classifier=None if classifier is None else {**classifier, "params": state.params["net"]},
-    )
-
-
-def _progress_callback(max_iter: int, name: str):
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=max_iter, desc=name, unit="it", leave=False)
-
-    def callback(iteration, objective):
-        bar.n = int(iteration)
-        bar.set_postfix(objective=f"{float(objective):.4g}", refresh=False)
-        bar.refresh()
-
-    callback.close = bar.close
-    return callback
-
-
-def _confusion_hyper(annotations, offset: float, one_coin_prior: bool, *, prior=DEFAULT_PRIOR,
-                     strength=None, accuracy=DEFAULT_ACCURACY, class_prior=1.0, prior_logits=None):
-    """``hyper`` (Dirichlet/Beta concentrations) of a confusion model from the prior options.
-
-    Priors are given as pseudo-counts ``beta``; the concentration is ``offset + beta``.  Dawid-Skene
-    and one-coin use ``offset = 1`` so that the EM mode adds ``beta`` to the counts; BCC uses
-    ``offset = 0``, as Kim & Ghahramani do -- with ``1 + beta``, K uniform pseudo-answers per row
-    would swamp sparse workers in VB.
-    """
-    counts = resolve_prior(annotations, prior, strength, accuracy)
-    if not np.isfinite(class_prior) or class_prior < 0:
-        raise ValueError("class_prior pseudo-count must be >= 0")
-    if offset == 0 and (np.any(counts <= 0) or class_prior <= 0):
-        raise ValueError(
-            f"this model needs strictly positive prior pseudo-counts (prior={prior!r} has zeros); "
-            "use e.g. prior='pooled' or 'symmetric'"
-        )
-    hyper = _label_prior_hyper(annotations, offset + class_prior, prior_logits)
-    if one_coin_prior:
-        k = annotations.n_classes
-        right = np.trace(counts, axis1=-2, axis2=-1) / k  # pseudo right answers per row
-        hyper["correct"] = jnp.asarray(offset + right, jnp.float32)
-        hyper["wrong"] = jnp.asarray(offset + counts.sum((-2, -1)) / k - right, jnp.float32)
-    else:
-        hyper["confusion"] = jnp.asarray(offset + counts, jnp.float32)
-    recorded = dict(prior=prior if isinstance(prior, str) else "array", strength=strength,
-                    accuracy=accuracy, class_prior=class_prior)
-    return hyper, recorded
-
-
-_PRIOR_OPTIONS = ("prior", "strength", "accuracy", "class_prior", "prior_logits")
-
-
-def _split_options(options: dict) -> tuple[dict, dict]:
-    prior = {k: options.pop(k) for k in _PRIOR_OPTIONS if k in options}
-    return prior, options
-
-
-def _classifier_prior(annotations: Annotations, hyper: dict, features=None, hidden=(128,),
-                      classifier_steps: int = 20, learning_rate: float = 1e-3,
-                      weight_decay: float = 1e-4, seed: int = 0, folds: int = 5):
-    """Set up the learned label prior: standardised features in ``hyper``, the class part, and
-    what prediction on new items needs."""
-    x = annotations.features if features is None else np.asarray(features, np.float32)
-    if x is None:
-        raise ValueError("label_prior='classifier' needs item features: attach them to the "
-                         "annotations (items=..., features=...) or pass features=")
-    if x.shape[0] != annotations.n_items or x.ndim != 2:
-        raise ValueError(f"features must have shape ({annotations.n_items}, d), got {x.shape}")
-    mean, std = x.mean(0), x.std(0) + 1e-6
-    hyper["features"] = jnp.asarray((x - mean) / std)
-    hyper["train_mask"] = jnp.asarray(annotations.annotations_per_item() > 0, jnp.float32)
-    hyper["fold"] = jnp.asarray(
-        np.random.default_rng(seed).permutation(annotations.n_items) % max(int(folds), 1), jnp.int32)
-    hidden = tuple(int(h) for h in hidden)
-    part = learned_prior.classifier_part(annotations.n_classes, hidden, int(classifier_steps),
-                                         float(learning_rate), float(weight_decay), int(seed),
-                                         int(folds))
-    return part, {"hidden": hidden, "mean": mean, "std": std}
-
-
-def _loop_runner(model_name: str, method: str, workers: WorkerPart, offset: float,
-                 one_coin_prior: bool = False):
-    """A runner for EM or VB on a confusion model; ``label_prior="classifier"`` learns the label
-    prior from item features (see :mod:`crowdinfer.models.learned_prior`)."""
-
-    def runner(annotations, *, label_prior: str = "proportions", features=None,
-               hidden=(128,), classifier_steps: int = 20, learning_rate: float = 1e-3,
-               weight_decay: float = 1e-4, seed: int = 0, folds: int = 5,
-               **options) -> Posterior:
-        prior_options, options = _split_options(options)
-        hyper, recorded = _confusion_hyper(annotations, offset, one_coin_prior, **prior_options)
-        classes = classifier = None
-        if label_prior == "classifier":
-            classes, classifier = _classifier_prior(
-                annotations, hyper, features, hidden, classifier_steps, learning_rate,
-                weight_decay, seed, folds)
-            recorded.update(label_prior="classifier", hidden=classifier["hidden"],
-                            classifier_steps=classifier_steps, learning_rate=learning_rate,
-                            weight_decay=weight_decay, seed=seed, folds=folds)
-        elif label_prior != "proportions":
-            raise ValueError(f"label_prior must be 'proportions' or 'classifier', got {label_prior!r}")
-        return _run_loop(model_name, method, workers, hyper, annotations, options=recorded,
-                         classes=classes, classifier=classifier, **options)
-
-    return runner
-
-
-def _nuts_runner(model_name: str, module, offset: float, one_coin_prior: bool = False):
-    """NUTS on the label-marginalised NumPyro model, started from the EM estimate."""
-
-    def runner(annotations, *, num_warmup: int = 500, num_samples: int = 500, num_chains: int = 4,
-               seed: int = 0, progress: bool = False, **prior_options) -> Posterior:
-        hyper, recorded = _confusion_hyper(annotations, offset, one_coin_prior, **prior_options)
-        em_hyper, _ = _confusion_hyper(annotations, 1.0, one_coin_prior, **prior_options)
-        start = _run_loop(model_name, "em", module.MAP, em_hyper, annotations, options={})
-        init = {k: jnp.asarray(v) for k, v in start.params.items()}
-        data = annotations.to_device()
-        draws = mcmc.nuts(module.model, data, hyper, init, key=jax.random.key(seed),
-                          num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains,
-                          progress=progress)
-        diagnostics = mcmc.convergence(draws)
-        classes = label_prior.FIXED if "prior_logits" in hyper else label_prior.MAP
-        probs = mcmc.draw_label_probs(module.MAP.log_lik, classes.log_prior, data, hyper, draws)
-        confusion = jax.vmap(jax.vmap(lambda d: module.MAP.confusion(d, annotations.n_classes)))(
-            {k: jnp.asarray(v) for k, v in draws.items()})
-        recorded.update(num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains,
-                        seed=seed, hyper=jax.device_get(hyper))
-        return Posterior(
-            annotations=annotations,
-            model=model_name,
-            method="nuts",
-            label_probs=np.asarray(probs.mean((0, 1)), dtype=np.float64),
-            confusion=np.asarray(confusion.mean((0, 1))),
-            class_prior=draws["class_prior"].mean((0, 1)) if "class_prior" in draws else None,
-            history=np.zeros(0),
-            n_iter=num_warmup + num_samples,
-            converged=all(d["max_r_hat"] < 1.01 for d in diagnostics.values()),
-            params={k: v.mean((0, 1)) for k, v in draws.items()},
-            options=recorded,
-            samples={**draws, "confusion": np.asarray(confusion)},
-            diagnostics=diagnostics,
-        )
-
-    return runner
-
-
-def _svi_run(model_name: str, model_fn, workers: WorkerPart, hyper: dict, init: dict,
-             annotations: Annotations, *, guide: str = "map", num_steps: int = 2000,
-             learning_rate: float = 0.05, batch_items: int | None = None, seed: int = 0,
-             recorded: dict) -> Posterior:
-    """SVI on a NumPyro model, then the shared E-step with the fitted parameters."""
-    params, losses, chunks = svi_engine.svi(model_fn, annotations, hyper, init, guide=guide,
-                                            num_steps=num_steps, learning_rate=learning_rate,
-                                            batch_items=batch_items, seed=seed)
-    classes = label_prior.FIXED if "prior_logits" in hyper else label_prior.MAP
-    if chunks is None:
-        data = annotations.to_device()
-        log_q, _ = label_posterior(data, workers.log_lik(data, params),
-                                   classes.log_prior(data, params, hyper))
-        label_probs = np.exp(np.asarray(log_q, dtype=np.float64))
-    else:
-        label_probs = svi_engine.chunked_label_probs(chunks, workers.log_lik, classes.log_prior,
-                                                     params, hyper).astype(np.float64)
-    recorded.update(guide=guide, num_steps=num_steps, learning_rate=learning_rate,
-                    batch_items=batch_items, seed=seed, hyper=jax.device_get(hyper))
-    return Posterior(
-        annotations=annotations,
-        model=model_name,
-        method="svi",
-        label_probs=label_probs,
-        confusion=np.asarray(workers.confusion(params, annotations.n_classes)),
-        class_prior=None if "prior_logits" in hyper else np.asarray(params["class_prior"]),
-        history=-losses,
-        n_iter=int(num_steps),
-        converged=bool(np.isfinite(losses[-1])),
-        params=jax.tree.map(np.asarray, params),
-        options=recorded,
-    )
-
-
-_SVI_OPTIONS = ("guide", "num_steps", "learning_rate", "batch_items", "seed")
-
-
-def _svi_runner(model_name: str, module, offset: float, one_coin_prior: bool = False):
-    """SVI for a confusion model, started from its EM estimate -- or, with minibatches (data that
-    is never processed whole), from the prior mean, whose dominant diagonal anchors the labels."""
-
-    def runner(annotations, **options) -> Posterior:
-        svi_options = {k: options.pop(k) for k in _SVI_OPTIONS if k in options}
-        hyper, recorded = _confusion_hyper(annotations, offset, one_coin_prior, **options)
-        if svi_options.get("batch_items") is None:
-            em_hyper, _ = _confusion_hyper(annotations, 1.0, one_coin_prior, **options)
-            start = _run_loop(model_name, "em", module.MAP, em_hyper, annotations, options={})
-            init = {k: jnp.asarray(v) for k, v in start.params.items()}
-        else:
-            init = _prior_mean(annotations, hyper)
-        return _svi_run(model_name, module.model, module.MAP, hyper, init, annotations,
-                        recorded=recorded, **svi_options)
-
-    return runner
-
-
-def _prior_mean(annotations: Annotations, hyper: dict) -> dict:
-    """Parameters at the prior mean (confusion models), for starts that must not touch all data."""
-    k, m = annotations.n_classes, annotations.n_workers
-    init = {"class_prior": jnp.full((k,), 1.0 / k)}
-    if "confusion" in hyper:
-        conc = jnp.broadcast_to(hyper["confusion"], (m, k, k))
-        init["confusion"] = conc / conc.sum(-1, keepdims=True)
-    else:
-        init["accuracy"] = jnp.broadcast_to(hyper["correct"] / (hyper["correct"] + hyper["wrong"]), (m,))
-    return init
-
-
-def _community_runner(annotations, *, method: str, communities: int = 3, deviation: float = 2.0,
-                      prior=DEFAULT_PRIOR, strength=None, accuracy=DEFAULT_ACCURACY,
-                      class_prior: float = 1.0, prior_logits=None, **engine_options) -> Posterior:
-    """Community BCC by VB (default) or SVI, started from Dawid-Skene: the workers' EM
-    confusions are clustered (weighted k-means) into the initial communities."""
-    if communities < 1 or deviation <= 0:
-        raise ValueError("communities must be >= 1 and deviation > 0")
-    base = resolve_prior(annotations, prior, strength, accuracy)
-    if base.ndim == 3:
-        raise ValueError("community BCC takes a prior shared by all workers, shape (K, K)")
-    hyper = _label_prior_hyper(annotations, 1.0 + class_prior, prior_logits)
-    hyper["community_prior"] = jnp.asarray(
-        np.broadcast_to(1.0 + base, (communities,) + base.shape), jnp.float32)
-    hyper["deviation"] = jnp.float32(deviation)
-    start = fit(annotations, "dawid_skene", prior=prior, strength=strength, accuracy=accuracy,
-                class_prior=class_prior, prior_logits=prior_logits)
-    centres, sizes = _kmeans(start.confusion, annotations.annotations_per_worker(), communities,
-                             engine_options.get("seed", 0))
-    recorded = dict(communities=communities, deviation=deviation, prior=prior, strength=strength,
-                    class_prior=class_prior)
-    if method == "vb":
-        hyper["community_init"] = jnp.asarray(centres, jnp.float32)
-        return _run_loop("community_bcc", "vb", community_bcc.VB, hyper, annotations,
-                         options=recorded, **engine_options)
-    init = {"confusion": jnp.asarray(start.confusion), "community_confusion": jnp.asarray(centres),
-            "community_sizes": jnp.asarray(sizes)}
-    if "class_prior" in start.params:
-        init["class_prior"] = jnp.asarray(start.params["class_prior"])
-    engine_options.setdefault("guide", "normal")  # the joint MAP of a hierarchy over-shrinks
-    post = _svi_run("community_bcc", community_bcc.model, dawid_skene.MAP, hyper, init,
-                    annotations, recorded=recorded, **engine_options)
-    post.params["memberships"] = np.asarray(community_bcc.memberships(post.params, deviation))
-    return post
-
-
-def _kmeans(confusion: np.ndarray, weight: np.ndarray, k: int, seed: int, iters: int = 20):
-    """Weighted k-means of the workers' confusion matrices: (centres (k, K, K), sizes (k,))."""
-    x = confusion.reshape(len(confusion), -1)
-    rng = np.random.default_rng(seed)
-    p = weight / weight.sum()
-    centres = x[rng.choice(len(x), size=k, replace=len(x) < k, p=p)]
-    for _ in range(iters):
-        assign = np.argmin(((x[:, None] - centres[None]) ** 2).sum(-1), axis=1)
-        for c in range(k):
-            if (assign == c).any():
-                centres[c] = np.average(x[assign == c], axis=0, weights=weight[assign == c] + 1e-9)
-    sizes = np.bincount(assign, weights=weight, minlength=k) + 1.0
-    shape = (k,) + confusion.shape[1:]
-    centres = centres.reshape(shape) + 1e-3
-    return centres / centres.sum(-1, keepdims=True), sizes / sizes.sum()
-
-
-def _glad_runner(annotations, *, alpha_mean: float = 1.0, alpha_scale: float = 1.0,
-                 beta_mean: float = 1.0, beta_scale: float = 1.0, class_prior=None,
-                 prior_logits=None, m_steps: int = 25, learning_rate: float = 0.05,
-                 **options) -> Posterior:
-    """GLAD by generalised EM; the priors are the paper's (Normal(1, 1) on ability and log
-    easiness).  As in the paper and crowd-kit, the label prior is uniform and fixed unless
-    ``class_prior`` (a pseudo-count: learn the proportions) or ``prior_logits`` is given: with
-    per-item easiness free, learning the proportions lets the two trade off (bluebird 0.72 -> 0.69)."""
-    if min(alpha_scale, beta_scale) <= 0:
-        raise ValueError("alpha_scale and beta_scale must be > 0")
-    if class_prior is None and prior_logits is None:
-        prior_logits = np.zeros((annotations.n_items, annotations.n_classes), np.float32)
-    hyper = _label_prior_hyper(annotations, 1.0 + (class_prior or 0.0), prior_logits)
-    hyper.update(alpha_mean=jnp.float32(alpha_mean), alpha_scale=jnp.float32(alpha_scale),
-                 beta_mean=jnp.float32(beta_mean), beta_scale=jnp.float32(beta_scale))
-    recorded = dict(alpha_mean=alpha_mean, alpha_scale=alpha_scale, beta_mean=beta_mean,
-                    beta_scale=beta_scale, class_prior=class_prior)
-    workers = glad.map_part(int(m_steps), float(learning_rate))
-    return _run_loop("glad", "em", workers, hyper, annotations, options=recorded, **options)
-
-
-def _fit_majority_vote(annotations, *, ties: str = "split") -> Posterior:
-    """Soft majority vote; the confusions are each worker's answers against it (plus 0.01
-    smoothing), so ``worker_skills`` works for the baseline too."""
-    if ties not in ("split", "first"):
-        raise ValueError("ties must be 'split' (soft vote) or 'first'")
-    data = annotations.to_device()
-    q = majority_vote.soft(data)
-    if ties == "first":
-        q = jax.nn.one_hot(majority_vote.hard(data, "first"), annotations.n_classes)
-    counts = priors.dirichlet_map(expected_confusion_counts(data, q), 0.01)
-    q = np.asarray(q, dtype=np.float64)
-    return Posterior(
-        annotations=annotations,
-        model="majority_vote",
-        method="vote",
-        label_probs=q,
-        confusion=np.asarray(counts),
-        class_prior=q.mean(0),
-        history=np.zeros(0),
-        n_iter=0,
-        converged=True,
-        options={"ties": ties},
-    )
-
-
 MODELS: dict[str, ModelEntry] = {
     "dawid_skene": ModelEntry(
         {
-            "em": _loop_runner("dawid_skene", "em", dawid_skene.MAP, 1.0),
-            "nuts": _nuts_runner("dawid_skene", dawid_skene, 1.0),
-            "svi": _svi_runner("dawid_skene", dawid_skene, 1.0),
+            "em": runners.loop_runner("dawid_skene", "em", dawid_skene.MAP, 1.0),
+            "nuts": runners.nuts_runner("dawid_skene", dawid_skene, 1.0),
+            "svi": runners.svi_runner("dawid_skene", dawid_skene, 1.0),
         },
         "em",
     ),
     "bcc": ModelEntry(
         {
-            "vb": _loop_runner("bcc", "vb", dawid_skene.VB, 0.0),
-            "nuts": _nuts_runner("bcc", dawid_skene, 0.0),
-            "svi": _svi_runner("bcc", dawid_skene, 0.0),
+            "vb": runners.loop_runner("bcc", "vb", dawid_skene.VB, 0.0),
+            "nuts": runners.nuts_runner("bcc", dawid_skene, 0.0),
+            "svi": runners.svi_runner("bcc", dawid_skene, 0.0),
         },
         "vb",
     ),
     "one_coin": ModelEntry(
         {
-            "em": _loop_runner("one_coin", "em", one_coin.MAP, 1.0, True),
-            "nuts": _nuts_runner("one_coin", one_coin, 1.0, True),
-            "svi": _svi_runner("one_coin", one_coin, 1.0, True),
+            "em": runners.loop_runner("one_coin", "em", one_coin.MAP, 1.0, True),
+            "nuts": runners.nuts_runner("one_coin", one_coin, 1.0, True),
+            "svi": runners.svi_runner("one_coin", one_coin, 1.0, True),
         },
         "em",
     ),
     "community_bcc": ModelEntry(
         {
-            "vb": partial(_community_runner, method="vb"),
-            "svi": partial(_community_runner, method="svi"),
+            "vb": partial(runners.community_runner, method="vb"),
+            "svi": partial(runners.community_runner, method="svi"),
         },
         "vb",
     ),
-    "glad": ModelEntry({"em": _glad_runner}, "em"),
-    "majority_vote": ModelEntry({"vote": _fit_majority_vote}, "vote"),
+    "glad": ModelEntry({"em": runners.glad_runner}, "em"),
+    "majority_vote": ModelEntry({"vote": runners.majority_vote_runner}, "vote"),
 }
 
 
