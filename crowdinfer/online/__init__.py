@@ -1,0 +1,15 @@
+"""The online annotation loop (seed 000, Algorithm 1) as pure JAX functions.
+
+See :mod:`crowdinfer.online.loop` for the shape of a run; :mod:`crowdinfer.online.session` adds
+the append-only SQLite ledger, atomic checkpoints and resumption, and the simulated-worker driver.
+"""
+from .config import PRESETS, OnlineConfig, preset
+from .loop import finished, init, label_accuracy, stop_reason, update, worker_prior
+from .samplers import Proposal, bald_scores, propose
+from .state import Receipt, State, Task, ingest, make_task
+
+__all__ = [
+    "OnlineConfig", "PRESETS", "preset", "Task", "State", "Receipt", "Proposal", "make_task",
+    "init", "propose", "ingest", "update", "finished", "stop_reason", "label_accuracy",
+    "bald_scores", "worker_prior",
+]

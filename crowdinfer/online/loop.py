@@ -1,0 +1,156 @@
+"""Algorithm 1 of seed 000 as pure functions over a :class:`~crowdinfer.online.state.State`.
+
+    state = init(config, task)
+    while not finished(config, state):
+        proposal = propose(config, state)                 # which items, which workers
+        state, receipt = ingest(state, items, workers, labels)   # answers, in any order
+        state, report = update(config, state, task)       # EM + learner + calibration + risk
+
+``update`` is one ``jax.jit`` (static ``config``): it compiles again only when the annotation
+buffer moves to a new capacity bucket.  One update:
+
+1. **EM** on Dawid-Skene (``inference.loop.run`` with the MAP worker part), the label prior being
+   the class proportions (``ds_model``) or the learner's calibrated prediction from the previous
+   step; soft (eq. 6) or hard (eq. 5) stopping, at most ``em_max_iter`` iterations, started from
+   the soft majority vote on annotated items and the prior elsewhere.  Worker prior: homogeneous
+   Dirichlet pseudo-counts (appendix E, strength 10, accuracy 0.7).
+2. **Learner** (:mod:`crowdinfer.online.learner`): trained from scratch on the new posterior,
+   calibrated, selected; the label posterior is recomputed with its prediction as prior.
+3. **Risk** (eq. 4), the finished set, and the early-stopping counters (sec. 4.5.9).
+"""
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from crowdinfer.inference.loop import Spec, run
+from crowdinfer.models import class_prior, dawid_skene
+from crowdinfer.models.priors import homogeneous
+from crowdinfer.ops import expected_confusion_counts, label_posterior, vote_counts
+
+from . import learner as learner_mod
+from .config import OnlineConfig
+from .risk import bayes_risk, eligible, loss_matrix
+from .state import State, Task
+from .state import init as _init_state
+
+__all__ = ["init", "update", "finished", "stop_reason", "worker_prior", "label_accuracy"]
+
+
+def worker_prior(config: OnlineConfig) -> jnp.ndarray:
+    """Pseudo-counts (K, K): the homogeneous prior of appendix E."""
+    return jnp.asarray(homogeneous(config.n_classes, config.prior_strength, config.prior_accuracy),
+                       jnp.float32)
+
+
+def init(config: OnlineConfig, task: Task) -> State:
+    """The state before any annotation (checks that the task suits the configuration)."""
+    if config.learner != "none":
+        if task.features.shape[1] == 0:
+            raise ValueError(f"learner={config.learner!r} needs item features; use the ds_model "
+                             "preset (learner='none') to annotate without them")
+        if config.calibration == "prototypes":
+            protos = np.asarray(task.proto_labels)
+            if protos.size == 0:
+                raise ValueError("calibration='prototypes' needs clean prototypes (a few labelled "
+                                 "examples per class, sec. 4.5.1); pass them to make_task or use "
+                                 "calibration='cv'")
+            if protos.max() >= config.n_classes:
+                raise ValueError(f"prototype labels must lie in 0..{config.n_classes - 1}")
+    if config.sampler == "random" and config.hits_per_step > task.n_workers:
+        pass  # workers repeat across HITs of a step; allowed
+    return _init_state(config, task)
+
+
+def _em_spec(config: OnlineConfig) -> Spec:
+    classes = class_prior.MAP if config.learner == "none" else class_prior.FIXED
+    return Spec(dawid_skene.MAP, classes)
+
+
+@partial(jax.jit, static_argnums=(0,))
+def _update(config: OnlineConfig, state: State, task: Task):
+    data = state.data
+    k = config.n_classes
+    beta = worker_prior(config)
+    hyper = {
+        "confusion": 1.0 + beta,
+        "class_concentration": jnp.full((k,), 2.0),
+        "prior_logits": state.prior_logits,
+    }
+    annotated = state.item_count > 0
+    votes = vote_counts(data)
+    prior = state.class_prior[None, :] if config.learner == "none" else jnp.exp(state.prior_logits)
+    init_probs = jnp.where(annotated[:, None], votes / jnp.maximum(votes.sum(-1, keepdims=True), 1.0),
+                           jnp.broadcast_to(prior, votes.shape))
+    em = run(_em_spec(config), data, hyper, init_probs, max_iter=config.em_max_iter,
+             tol=config.em_tol, stop=config.em_stop)
+    log_q = em.log_q
+    params = em.params
+    report = {"em_iterations": em.iteration, "em_converged": em.converged}
+    learner, prior_logits = state.learner, state.prior_logits
+    class_proportions = params.get("class_prior", state.class_prior)
+    if config.learner != "none":
+        key = jax.random.fold_in(jax.random.wrap_key_data(state.key), 2 * state.step + 1)
+        learner, prior_logits, learner_report = learner_mod.fit(
+            config, task, jnp.exp(log_q), annotated, state.learner, state.prior_logits, key
+        )
+        report.update(learner_report)
+        log_lik = dawid_skene.MAP.log_lik(data, params)
+        log_q, _ = label_posterior(data, log_lik, prior_logits)
+    q = jnp.exp(log_q)
+    risk, decision = bayes_risk(q, loss_matrix(config))
+    done = risk < config.risk_threshold
+    size = done.sum().astype(jnp.int32)
+    grew = size > state.best_finished
+    new = state._replace(
+        log_q=log_q,
+        confusion=params["confusion"],
+        counts=expected_confusion_counts(data, q),
+        class_prior=class_proportions,
+        prior_logits=prior_logits,
+        learner=learner,
+        risk=risk,
+        decision=decision,
+        finished=done,
+        step=state.step + 1,
+        best_finished=jnp.maximum(size, state.best_finished),
+        stall=jnp.where(grew, 0, state.stall + 1),
+    )
+    report.update({"finished": size, "eligible": eligible(config, new).sum(),
+                   "annotations": state.n_annotations})
+    return new, report
+
+
+def update(config: OnlineConfig, state: State, task: Task):
+    """Re-estimate labels, skills and the learner from all annotations so far.
+    Returns ``(state, report)``; ``report`` holds scalars (EM iterations, finished-set size, ...)."""
+    return _update(config, state, task)
+
+
+def stop_reason(config: OnlineConfig, state: State) -> str | None:
+    """Why the run should stop now (``None``: keep going).  Sec. 4.5.9: every item finished or
+    at the cap; the finished set has not grown past its maximum for ``early_stop`` steps; the
+    budget is spent."""
+    if int(state.step) == 0:
+        return None
+    if int(eligible(config, state).sum()) == 0:
+        return "every item is finished or has reached the per-item cap"
+    if config.early_stop is not None and int(state.stall) >= config.early_stop:
+        return f"the finished set has not grown for {config.early_stop} steps"
+    if config.budget is not None and int(state.n_annotations) >= config.budget:
+        return f"the budget of {config.budget} annotations is spent"
+    return None
+
+
+def finished(config: OnlineConfig, state: State) -> bool:
+    return stop_reason(config, state) is not None
+
+
+def label_accuracy(state: State, gold) -> float:
+    """Accuracy of the current decisions against gold classes (negative gold = unknown)."""
+    gold = np.asarray(gold)
+    known = gold >= 0
+    return float(np.mean(np.asarray(state.decision)[known] == gold[known]))

@@ -1,0 +1,265 @@
+"""The state of an online annotation run (a pytree), the task it works on, and ``ingest``.
+
+Shapes are static: the annotations live in a :class:`~crowdinfer.annotations.CrowdData` buffer
+padded to a capacity bucket (``weight`` 0 on free rows), so the jitted ``update`` compiles once per
+bucket -- a handful of times over a run -- and never once per step.  ``ingest`` appends in place
+through a jitted scatter whose batch is itself padded to a power of two.
+"""
+from __future__ import annotations
+
+from functools import partial
+from typing import NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from crowdinfer.annotations import CrowdData, capacity_bucket
+
+from .config import OnlineConfig
+
+__all__ = ["Task", "State", "Receipt", "make_task", "init", "ingest", "answered_by"]
+
+WORD = 32  # workers per word of the answered-bitmask
+
+
+class Task(NamedTuple):
+    """What the run annotates: item features (N, d) -- standardised -- and the requester's clean
+    prototypes (P, d) with their classes (P,).  Features may be (N, 0) for ``ds_model``."""
+
+    features: jax.Array
+    proto_features: jax.Array
+    proto_labels: jax.Array
+    n_workers: int
+
+    @property
+    def n_items(self) -> int:
+        return self.features.shape[0]
+
+
+jax.tree_util.register_pytree_node(
+    Task,
+    lambda t: ((t.features, t.proto_features, t.proto_labels), t.n_workers),
+    lambda aux, ch: Task(*ch, aux),
+)
+
+
+def make_task(features, n_workers: int, prototypes=None, proto_labels=None, n_classes=None) -> Task:
+    """Standardise the features (with the items' mean and scale, applied to prototypes too) and
+    check the shapes; ``features`` may be an int (number of items) when no learner is used."""
+    if isinstance(features, (int, np.integer)):
+        features = np.zeros((int(features), 0), np.float32)
+    x = np.asarray(features, dtype=np.float32)
+    if x.ndim != 2 or x.shape[0] < 1:
+        raise ValueError(f"features must be a non-empty (items, dims) array, got shape {x.shape}")
+    if not np.all(np.isfinite(x)):
+        bad = np.flatnonzero(~np.isfinite(x).all(1))[:5]
+        raise ValueError(f"features contain NaN or infinite values (items {bad.tolist()} ...)")
+    if int(n_workers) < 1:
+        raise ValueError("n_workers must be at least 1")
+    mean, scale = x.mean(0), x.std(0) + 1e-6
+    if prototypes is None:
+        p = np.zeros((0, x.shape[1]), np.float32)
+        pl = np.zeros((0,), np.int32)
+    else:
+        p = np.asarray(prototypes, dtype=np.float32)
+        pl = np.asarray(proto_labels)
+        if p.ndim != 2 or p.shape[1] != x.shape[1]:
+            raise ValueError(f"prototypes must be (P, {x.shape[1]}), got {p.shape}")
+        if pl.shape != (p.shape[0],):
+            raise ValueError("proto_labels must give one class per prototype")
+        if n_classes is not None and (pl.min() < 0 or pl.max() >= n_classes):
+            raise ValueError(f"proto_labels must lie in 0..{n_classes - 1}")
+    return Task(
+        jnp.asarray((x - mean) / scale),
+        jnp.asarray((p - mean) / scale),
+        jnp.asarray(pl, jnp.int32),
+        int(n_workers),
+    )
+
+
+class State(NamedTuple):
+    """Everything a run carries from step to step (all arrays; checkpointed as is)."""
+
+    data: CrowdData  # the annotations so far, padded to a capacity bucket
+    n_annotations: jax.Array  # () int32: rows of ``data`` in use
+    answered: jax.Array  # (N, ceil(M/32)) uint32 bitmask: worker j answered item i
+    item_count: jax.Array  # (N,) int32 annotations per item
+    worker_count: jax.Array  # (M,) int32 annotations per worker
+    log_q: jax.Array  # (N, K) label posterior log p(y_i | Z, x_i)
+    confusion: jax.Array  # (M, K, K) MAP worker confusions
+    counts: jax.Array  # (M, K, K) expected confusion counts under q (for BALD's posterior)
+    class_prior: jax.Array  # (K,) class proportions (the prior when there is no learner)
+    prior_logits: jax.Array  # (N, K) calibrated learner log prior (zeros: uniform)
+    learner: dict  # {"params": stacked fold params, "temperature": (), "best_loss": ()}
+    risk: jax.Array  # (N,) Bayes risk of the decision (eq. 4)
+    decision: jax.Array  # (N,) int32 the risk-minimising label
+    finished: jax.Array  # (N,) bool risk < C
+    step: jax.Array  # () int32 updates done
+    best_finished: jax.Array  # () int32 largest finished-set size so far
+    stall: jax.Array  # () int32 steps since the finished set last grew past its maximum
+    key: jax.Array  # PRNG key (raw uint32) for proposals and learner initialisation
+
+
+class Receipt(NamedTuple):
+    """What :func:`ingest` did with each submitted answer."""
+
+    accepted: np.ndarray  # (B,) bool
+    reasons: list  # (B,) "" or why the answer was rejected
+
+    @property
+    def n_accepted(self) -> int:
+        return int(self.accepted.sum())
+
+    @property
+    def rejected(self) -> list:
+        return [(i, r) for i, r in enumerate(self.reasons) if r]
+
+
+def _learner_init(config: OnlineConfig, task: Task):
+    from .learner import init_params
+
+    if config.learner == "none":
+        return {}
+    return {
+        "params": init_params(config, task.features.shape[1], jax.random.key(config.seed)),
+        "temperature": jnp.float32(1.0),
+        "best_loss": jnp.float32(jnp.inf),
+    }
+
+
+def init(config: OnlineConfig, task: Task, capacity: Optional[int] = None) -> State:
+    """The state before any annotation: uniform posteriors, every item unfinished."""
+    n, m, k = task.n_items, task.n_workers, config.n_classes
+    cap = capacity_bucket(capacity or 4 * config.slots)
+    data = CrowdData(
+        jnp.zeros(cap, jnp.int32), jnp.zeros(cap, jnp.int32), jnp.zeros(cap, jnp.int32),
+        jnp.zeros(cap, jnp.float32), n, m, k,
+    )
+    uniform = jnp.full((n, k), -jnp.log(k), jnp.float32)
+    return State(
+        data=data,
+        n_annotations=jnp.int32(0),
+        answered=jnp.zeros((n, -(-m // WORD)), jnp.uint32),
+        item_count=jnp.zeros(n, jnp.int32),
+        worker_count=jnp.zeros(m, jnp.int32),
+        log_q=uniform,
+        confusion=jnp.broadcast_to(jnp.eye(k) * 0.7 + (1 - jnp.eye(k)) * 0.3 / (k - 1), (m, k, k)),
+        counts=jnp.zeros((m, k, k), jnp.float32),
+        class_prior=jnp.full((k,), 1.0 / k, jnp.float32),
+        prior_logits=jnp.zeros((n, k), jnp.float32),
+        learner=_learner_init(config, task),
+        risk=jnp.full((n,), 1.0 - 1.0 / k, jnp.float32),
+        decision=jnp.zeros(n, jnp.int32),
+        finished=jnp.zeros(n, bool),
+        step=jnp.int32(0),
+        best_finished=jnp.int32(0),
+        stall=jnp.int32(0),
+        key=jax.random.key_data(jax.random.key(config.seed + 1)),
+    )
+
+
+def answered_by(answered: jax.Array, item: jax.Array, worker: jax.Array) -> jax.Array:
+    """Whether ``worker`` already answered ``item`` (elementwise)."""
+    word = answered[item, worker // WORD]
+    return ((word >> (worker % WORD).astype(jnp.uint32)) & 1).astype(bool)
+
+
+_answered_jit = jax.jit(answered_by)
+
+
+@jax.jit
+def _append(state: State, item, worker, label, valid) -> State:
+    """Write the ``valid`` rows of a padded batch after the last used row."""
+    offset = jnp.cumsum(valid) - 1
+    cap = state.data.item.shape[0]
+    pos = jnp.where(valid, state.n_annotations + offset, cap)  # out of range: dropped
+    d = state.data
+    data = CrowdData(
+        d.item.at[pos].set(item, mode="drop"),
+        d.worker.at[pos].set(worker, mode="drop"),
+        d.label.at[pos].set(label, mode="drop"),
+        d.weight.at[pos].set(1.0, mode="drop"),
+        d.n_items, d.n_workers, d.n_classes,
+    )
+    bit = (jnp.uint32(1) << (worker % WORD).astype(jnp.uint32)) * valid.astype(jnp.uint32)
+    answered = state.answered.at[item, worker // WORD].add(bit)  # bits are new: add == or
+    ones = valid.astype(jnp.int32)
+    return state._replace(
+        data=data,
+        n_annotations=state.n_annotations + ones.sum(),
+        answered=answered,
+        item_count=state.item_count.at[item].add(ones),
+        worker_count=state.worker_count.at[worker].add(ones),
+    )
+
+
+def _grow(state: State, needed: int) -> State:
+    """Re-pad the annotation buffer: at least double it (so a run of n annotations compiles
+    ``update`` about log2(n / initial capacity) times), to a capacity bucket."""
+    d = state.data
+    cap = capacity_bucket(max(needed, 2 * d.item.shape[0]))
+    extra = cap - d.item.shape[0]
+    pad = lambda a: jnp.concatenate([a, jnp.zeros(extra, a.dtype)])  # noqa: E731
+    data = CrowdData(pad(d.item), pad(d.worker), pad(d.label), pad(d.weight),
+                     d.n_items, d.n_workers, d.n_classes)
+    return state._replace(data=data)
+
+
+def _padded_size(n: int) -> int:
+    """Batches are padded to a power of two (at least 64): few distinct shapes, few compilations."""
+    return 1 << max(int(n - 1).bit_length(), 6)
+
+
+def check_answers(state: State, item, worker, label):
+    """Validate a batch of answers; returns int32 arrays and the :class:`Receipt` (answers already
+    given by the same worker, in the state or earlier in the batch, are rejected)."""
+    d = state.data
+    item, worker, label = (np.asarray(a).reshape(-1) for a in (item, worker, label))
+    if not (len(item) == len(worker) == len(label)):
+        raise ValueError("item, worker and label must have the same length")
+    for name, values, size in (("item", item, d.n_items), ("worker", worker, d.n_workers),
+                               ("label", label, d.n_classes)):
+        if values.size and not np.issubdtype(values.dtype, np.integer):
+            raise ValueError(f"{name} must be integer codes, got dtype {values.dtype}")
+        bad = np.flatnonzero((values < 0) | (values >= size))
+        if bad.size:
+            raise ValueError(
+                f"{name} out of range 0..{size - 1} at answer(s) {bad[:5].tolist()}: "
+                f"values {values[bad[:5]].tolist()}"
+            )
+    item, worker, label = (a.astype(np.int32) for a in (item, worker, label))
+    reasons = [""] * len(item)
+    if len(item):
+        size = _padded_size(len(item))
+        padded = lambda a: jnp.asarray(np.concatenate([a, np.zeros(size - len(a), a.dtype)]))  # noqa: E731
+        seen = np.asarray(_answered_jit(state.answered, padded(item), padded(worker)))[: len(item)]
+        pair = item.astype(np.int64) * d.n_workers + worker
+        _, first = np.unique(pair, return_index=True)
+        repeat = np.ones(len(item), bool)
+        repeat[first] = False
+        for n in np.flatnonzero(seen | repeat):
+            what = "already answered" if seen[n] else "repeated within this batch"
+            reasons[n] = f"duplicate: worker {worker[n]} {what} item {item[n]}"
+    accepted = np.array([r == "" for r in reasons], bool)
+    return item, worker, label, Receipt(accepted, reasons)
+
+
+def ingest(state: State, item, worker, label, receipt: Receipt | None = None):
+    """Add answers (integer codes; any order, any worker).  Returns ``(state, receipt)``: duplicate
+    (item, worker) pairs are rejected, the rest appended; out-of-range codes raise ``ValueError``."""
+    if receipt is None:
+        item, worker, label, receipt = check_answers(state, item, worker, label)
+    keep = receipt.accepted
+    n_new = int(keep.sum())
+    if n_new == 0:
+        return state, receipt
+    need = int(state.n_annotations) + n_new
+    if need > state.data.item.shape[0]:
+        state = _grow(state, need)
+    size = _padded_size(n_new)
+    pad = lambda a: np.concatenate([a[keep], np.zeros(size - n_new, a.dtype)])  # noqa: E731
+    valid = np.arange(size) < n_new
+    state = _append(state, jnp.asarray(pad(item)), jnp.asarray(pad(worker)),
+                    jnp.asarray(pad(label)), jnp.asarray(valid))
+    return state, receipt
