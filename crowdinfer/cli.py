@@ -3,6 +3,7 @@
     crowdinfer fit ANNOTATIONS.csv --model dawid_skene --out LABELS.csv [--gold truth.csv]
     crowdinfer report ANNOTATIONS.csv --model bcc --out DIR
     crowdinfer demo
+    crowdinfer online FEATURES.csv --preset efficient_annotation --dir RUN [--workers structured]
 """
 from __future__ import annotations
 
@@ -54,6 +55,121 @@ def _add_demo(sub):
     p.add_argument("--classes", type=int, default=8)
     p.add_argument("--per-item", type=int, default=3, help="annotations per item")
     p.add_argument("--seed", type=int, default=0)
+
+
+def _add_online(sub):
+    p = sub.add_parser(
+        "online",
+        help="run the online annotation loop (seed 000, Algorithm 1) with simulated workers",
+        description="Annotate the items of FEATURES.csv (columns: item, label = the true class used "
+        "by the simulated workers and for scoring, then numeric feature columns) with simulated "
+        "workers.  With --dir the run keeps an append-only ledger and checkpoints there, and "
+        "running the same command again resumes it.",
+    )
+    p.add_argument("features", help="CSV: item,label,<feature columns>")
+    p.add_argument("--preset", default="efficient_annotation",
+                   help="ds_model, lean, improved_lean, efficient_annotation (default)")
+    p.add_argument("--sampler", default="random", help="random (default), greedy, bald")
+    p.add_argument("--workers", default="uniform",
+                   help="uniform (default; --worker-accuracy), structured (AMT statistics; the "
+                        "labels must be ImageNet100 wnids), perfect, or dataset:NAME (confusions "
+                        "from a dataset of shared/data with the same classes)")
+    p.add_argument("--n-workers", type=int, default=50)
+    p.add_argument("--worker-accuracy", type=float, default=0.7)
+    p.add_argument("--prototypes", type=int, default=10,
+                   help="clean prototypes per class, taken from the CSV and not annotated")
+    p.add_argument("--dir", default=None, help="folder for the ledger and checkpoints (resumes)")
+    p.add_argument("--max-steps", type=int, default=10_000)
+    p.add_argument("--risk-threshold", type=float, default=0.1)
+    p.add_argument("--max-per-item", type=int, default=3)
+    p.add_argument("--no-early-stop", action="store_true", help="run until every item is done")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="write item,label,risk,annotations here")
+    p.add_argument("--history", default=None, help="write the per-step history CSV here")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _online_workers(args, classes, n_classes):
+    from . import simulate
+
+    kind = args.workers
+    if kind == "uniform":
+        if not 0.0 < args.worker_accuracy <= 1.0:
+            raise ValueError("--worker-accuracy must lie in (0, 1]")
+        base = np.full((n_classes, n_classes), (1 - args.worker_accuracy) / (n_classes - 1))
+        np.fill_diagonal(base, args.worker_accuracy)
+        return np.broadcast_to(base, (args.n_workers, n_classes, n_classes)).copy()
+    if kind == "perfect":
+        return simulate.perfect_workers(args.n_workers, n_classes)
+    if kind == "structured":
+        return simulate.amt_structured_workers(args.n_workers, [str(c) for c in classes], seed=args.seed)
+    if kind.startswith("dataset:"):
+        from .datasets import load
+
+        ann = load(kind.split(":", 1)[1]).annotations
+        if ann.n_classes != n_classes:
+            raise ValueError(f"{kind} has {ann.n_classes} classes, the features CSV {n_classes}")
+        return simulate.dataset_workers(ann, args.n_workers, seed=args.seed)
+    raise ValueError(f"unknown --workers {kind!r}: use uniform, structured, perfect or dataset:NAME")
+
+
+def _cmd_online(args) -> int:
+    from . import online
+    from .online.session import simulate
+
+    table = pd.read_csv(args.features, dtype={"item": str, "label": str})
+    for col in ("item", "label"):
+        if col not in table.columns:
+            raise ValueError(f"{args.features} needs an {col!r} column (item,label,<features>)")
+    feature_cols = [c for c in table.columns if c not in ("item", "label")]
+    bad = [c for c in feature_cols if not pd.api.types.is_numeric_dtype(table[c])]
+    if bad:
+        raise ValueError(f"feature columns must be numeric; not numeric: {bad[:5]}")
+    if table["label"].isna().any():
+        raise ValueError("every item needs its true label (the simulated workers answer from it)")
+    classes, codes = np.unique(table["label"].astype(str).to_numpy(), return_inverse=True)
+    k = len(classes)
+    rng = np.random.default_rng(args.seed)
+    proto = np.concatenate([
+        rng.permutation(np.flatnonzero(codes == c))[: args.prototypes] for c in range(k)
+    ]) if args.prototypes > 0 else np.zeros(0, int)
+    keep = np.setdiff1d(np.arange(len(table)), proto)
+    x = table[feature_cols].to_numpy(np.float32)
+    overrides = dict(sampler=args.sampler, seed=args.seed, risk_threshold=args.risk_threshold,
+                     max_per_item=args.max_per_item)
+    if args.no_early_stop:
+        overrides["early_stop"] = None
+    if args.prototypes == 0:
+        overrides["calibration"] = "cv"
+    config = online.preset(args.preset, k, **overrides)
+    confusion = _online_workers(args, classes, k)
+    task = online.make_task(x[keep] if feature_cols else len(keep), args.n_workers,
+                            x[proto] if feature_cols and len(proto) else None,
+                            codes[proto] if feature_cols and len(proto) else None, k)
+    start = time.time()
+    session = simulate(config, task, confusion, codes[keep], seed=args.seed, directory=args.dir,
+                       max_steps=args.max_steps, progress=not args.no_progress)
+    hist = session.history_frame()
+    last = hist.iloc[-1] if len(hist) else None
+    if session.resumed:
+        print(f"resumed the run in {args.dir}", file=sys.stderr)
+    if last is not None:
+        print(f"{args.preset}: {int(last['step'])} steps, {last['per_item']:.2f} annotations per item, "
+              f"label accuracy {last['accuracy']:.3f}, {int(last['finished'])} of {len(keep)} items "
+              f"finished ({time.time() - start:.1f} s)")
+    print(f"stopped: {session.stop_reason() or 'max steps reached'}")
+    if args.out:
+        state = session.state
+        pd.DataFrame({
+            "item": table["item"].to_numpy()[keep],
+            "label": classes[np.asarray(state.decision)],
+            "risk": np.asarray(state.risk),
+            "annotations": np.asarray(state.item_count),
+        }).to_csv(args.out, index=False)
+    if args.history:
+        hist.to_csv(args.history, index=False)
+    session.close()
+    return 0
 
 
 def _cmd_fit(args) -> int:
@@ -227,12 +343,14 @@ def main(argv=None) -> int:
     _add_fit(sub)
     _add_report(sub)
     _add_demo(sub)
+    _add_online(sub)
     args = parser.parse_args(argv)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("always")
             warnings.showwarning = lambda msg, *a, **k: print(f"warning: {msg}", file=sys.stderr)
-            return {"fit": _cmd_fit, "report": _cmd_report, "demo": _cmd_demo}[args.command](args)
+            return {"fit": _cmd_fit, "report": _cmd_report, "demo": _cmd_demo,
+                    "online": _cmd_online}[args.command](args)
     except (ValueError, TypeError, FileNotFoundError) as err:
         print(f"crowdinfer {args.command}: error: {err}", file=sys.stderr)
         return 2
