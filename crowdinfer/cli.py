@@ -120,7 +120,7 @@ def _cmd_online(args) -> int:
     table = pd.read_csv(args.features, dtype={"item": str, "label": str})
     for col in ("item", "label"):
         if col not in table.columns:
-            raise ValueError(f"{args.features} needs an {col!r} column (item,label,<features>)")
+            raise ValueError(f"{args.features} needs a column {col!r} (columns: item,label,<features>)")
     feature_cols = [c for c in table.columns if c not in ("item", "label")]
     bad = [c for c in feature_cols if not pd.api.types.is_numeric_dtype(table[c])]
     if bad:

@@ -68,3 +68,46 @@ def test_fit_runs_every_engine_from_the_command_line(tmp_path, capsys):
         assert "accuracy on 462 gold items" in capsys.readouterr().err
     assert main(["fit", str(folder / "annotations.csv"), "--model", "nope"]) == 2
     assert "unknown model 'nope'" in capsys.readouterr().err
+
+
+def _feature_csv(path, n=400, k=4, d=6, seed=0):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    y = rng.integers(k, size=n)
+    x = rng.normal(size=(k, d))[y] * 2 + rng.normal(size=(n, d))
+    frame = pd.DataFrame(x, columns=[f"f{i}" for i in range(d)])
+    frame.insert(0, "label", [f"class{v}" for v in y])
+    frame.insert(0, "item", [f"img{i}" for i in range(n)])
+    frame.to_csv(path, index=False)
+    return frame
+
+
+def test_online_runs_resumes_and_writes_labels(tmp_path, capsys):
+    frame = _feature_csv(tmp_path / "features.csv")
+    args = ["online", str(tmp_path / "features.csv"), "--n-workers", "8", "--no-progress",
+            "--dir", str(tmp_path / "run"), "--out", str(tmp_path / "labels.csv"),
+            "--history", str(tmp_path / "history.csv"), "--prototypes", "5"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "efficient_annotation:" in out and "stopped:" in out
+    labels = pd.read_csv(tmp_path / "labels.csv")
+    assert list(labels.columns) == ["item", "label", "risk", "annotations"]
+    assert len(labels) == 400 - 4 * 5  # the prototypes are not annotated
+    truth = frame.set_index("item").label
+    assert (labels.label.to_numpy() == truth.reindex(labels.item).to_numpy()).mean() > 0.9
+    steps = len(pd.read_csv(tmp_path / "history.csv"))
+    assert main(args) == 0  # the same command again: resumes the finished run, asks nothing more
+    err = capsys.readouterr().err
+    assert "resumed the run" in err
+    assert len(pd.read_csv(tmp_path / "history.csv")) == steps
+
+
+def test_online_reports_bad_input_clearly(tmp_path, capsys):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("item,f0\na,1.0\n")
+    assert main(["online", str(bad), "--no-progress"]) == 2
+    assert "needs a column 'label'" in capsys.readouterr().err
+    _feature_csv(tmp_path / "ok.csv")
+    assert main(["online", str(tmp_path / "ok.csv"), "--workers", "robots", "--no-progress"]) == 2
+    assert "unknown --workers 'robots'" in capsys.readouterr().err
