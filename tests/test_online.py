@@ -386,3 +386,19 @@ def test_sigkill_between_ingest_and_update_loses_nothing(tmp_path):
     np.testing.assert_array_equal(a[cols].to_numpy()[: len(acknowledged)], acknowledged[cols].to_numpy())
     np.testing.assert_array_equal(a[cols].to_numpy(), b[cols].to_numpy())
     np.testing.assert_array_equal(np.load(tmp_path / "a" / "labels.npy"), np.load(tmp_path / "b" / "labels.npy"))
+
+
+def test_none_of_these_class_for_unfiltered_items():
+    """Sec. 4.5.7: items from irrelevant classes get the extra class, target precision stays high."""
+    from crowdinfer.online.unfiltered import add_none_class, target_precision
+
+    x, y, p, py = clusters(n=500, k=K + 1, seed=4)  # class K plays the irrelevant images
+    conf = add_none_class(workers(0.7))
+    np.testing.assert_allclose(conf.sum(-1), 1.0)
+    assert conf.shape == (M, K + 1, K + 1)
+    cfg = online.preset("efficient_annotation", K + 1, train_steps=100)
+    run = simulate(cfg, online.make_task(x, M, p, py, K + 1), conf, y, seed=0)
+    assert target_precision(run.labels, y, none_class=K) > 0.9
+    assert np.mean(run.labels[y == K] == K) > 0.8
+    with pytest.raises(ValueError, match="false_none"):
+        add_none_class(workers(), false_none=1.5)

@@ -7,9 +7,10 @@ from .config import PRESETS, OnlineConfig, preset
 from .loop import finished, init, label_accuracy, stop_reason, update, worker_prior
 from .samplers import Proposal, bald_scores, propose
 from .state import Receipt, State, Task, ingest, make_task
+from .unfiltered import add_none_class, target_precision
 
 __all__ = [
     "OnlineConfig", "PRESETS", "preset", "Task", "State", "Receipt", "Proposal", "make_task",
     "init", "propose", "ingest", "update", "finished", "stop_reason", "label_accuracy",
-    "bald_scores", "worker_prior",
+    "bald_scores", "worker_prior", "add_none_class", "target_precision",
 ]
