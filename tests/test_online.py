@@ -222,16 +222,27 @@ def test_stopping_rules(task):
     assert fin == sorted(fin) and int(sess.state.best_finished) == max(fin)
 
 
-def test_update_compiles_once_per_capacity_bucket(task):
+def test_a_run_compiles_update_and_propose_once(task):
+    """The buffer starts with room for every proposal (N x cap rows): 30 steps, one compilation."""
     t, y = task
-    before = _update._cache_size()
+    from crowdinfer.online.samplers import _propose
+
     cfg = online.preset("ds_model", K, early_stop=None, hits_per_step=2, hit_size=25, em_max_iter=3)
+    before = _update._cache_size(), _propose._cache_size()
     sess = simulate(cfg, t, workers(0.6), y, max_steps=30)
-    caps = {h for h in [sess.state.data.item.shape[0]]}
-    n = int(sess.state.n_annotations)
-    compiled = _update._cache_size() - before
-    # the buffer at least doubles when it grows: 1 + log2(final / initial) shapes at most
-    assert n > 1000 and compiled <= 1 + int(np.ceil(np.log2(max(caps) / 400))), compiled
+    assert int(sess.state.n_annotations) > 1000 and int(sess.state.step) == 30
+    assert (_update._cache_size() - before[0], _propose._cache_size() - before[1]) == (1, 1)
+
+
+def test_the_buffer_doubles_beyond_its_initial_size(task):
+    t, _ = task
+    s = online.init(online.preset("ds_model", K), t, capacity=1024)
+    caps = []
+    for start in range(0, 5000, 500):
+        idx = np.arange(start, start + 500)
+        s, _ = online.ingest(s, idx % N, idx // N, idx % K)
+        caps.append(s.data.item.shape[0])
+    assert caps[-1] >= 5000 and len(set(caps)) <= 4  # 1024 -> 2048 -> 4096 -> 8192
 
 
 # -- the learner -------------------------------------------------------------------------------

@@ -46,8 +46,10 @@ def worker_prior(config: OnlineConfig) -> jnp.ndarray:
                        jnp.float32)
 
 
-def init(config: OnlineConfig, task: Task) -> State:
-    """The state before any annotation (checks that the task suits the configuration)."""
+def init(config: OnlineConfig, task: Task, capacity: int | None = None) -> State:
+    """The state before any annotation (checks that the task suits the configuration).
+    ``capacity``: initial rows of the annotation buffer (default: every proposal a run can make,
+    ``N * max_per_item``, up to 2^18; the buffer doubles when full)."""
     if config.learner != "none":
         if task.features.shape[1] == 0:
             raise ValueError(f"learner={config.learner!r} needs item features; use the ds_model "
@@ -60,9 +62,7 @@ def init(config: OnlineConfig, task: Task) -> State:
                                  "calibration='cv'")
             if protos.max() >= config.n_classes:
                 raise ValueError(f"prototype labels must lie in 0..{config.n_classes - 1}")
-    if config.sampler == "random" and config.hits_per_step > task.n_workers:
-        pass  # workers repeat across HITs of a step; allowed
-    return _init_state(config, task)
+    return _init_state(config, task, capacity)
 
 
 def _em_spec(config: OnlineConfig) -> Spec:

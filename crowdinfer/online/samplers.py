@@ -31,7 +31,7 @@ from jax.scipy.special import digamma
 
 from .config import OnlineConfig
 from .risk import eligible
-from .state import WORD, State, Task, answered_by
+from .state import WORD, State, answered_by
 
 __all__ = ["Proposal", "propose", "bald_scores"]
 
@@ -150,7 +150,7 @@ def _propose(config: OnlineConfig, state: State, prior_counts) -> Proposal:
     return _bald(config, state, key, prior_counts)
 
 
-def propose(config: OnlineConfig, state: State, task: Task | None = None) -> Proposal:
+def propose(config: OnlineConfig, state: State) -> Proposal:
     """The next step's questions; deterministic given the state (its key and step)."""
     from .loop import worker_prior
 

@@ -21,6 +21,7 @@ from .config import OnlineConfig
 __all__ = ["Task", "State", "Receipt", "make_task", "init", "ingest", "answered_by"]
 
 WORD = 32  # workers per word of the answered-bitmask
+INITIAL_ROWS = 1 << 18  # largest initial annotation buffer (then it doubles when full)
 
 
 class Task(NamedTuple):
@@ -131,7 +132,9 @@ def _learner_init(config: OnlineConfig, task: Task):
 def init(config: OnlineConfig, task: Task, capacity: Optional[int] = None) -> State:
     """The state before any annotation: uniform posteriors, every item unfinished."""
     n, m, k = task.n_items, task.n_workers, config.n_classes
-    cap = capacity_bucket(capacity or 4 * config.slots)
+    if capacity is None:  # room for every proposal a run can make, up to 2^18 rows: one compilation
+        capacity = min(n * config.max_per_item, max(4 * config.slots, INITIAL_ROWS))
+    cap = capacity_bucket(capacity)
     data = CrowdData(
         jnp.zeros(cap, jnp.int32), jnp.zeros(cap, jnp.int32), jnp.zeros(cap, jnp.int32),
         jnp.zeros(cap, jnp.float32), n, m, k,
