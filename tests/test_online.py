@@ -413,3 +413,26 @@ def test_none_of_these_class_for_unfiltered_items():
     assert np.mean(run.labels[y == K] == K) > 0.8
     with pytest.raises(ValueError, match="false_none"):
         add_none_class(workers(), false_none=1.5)
+
+
+def test_session_real_use_out_of_order_answers_and_replay(tmp_path, task):
+    """Answers come back in any order, from any worker, some twice: the ledger keeps exactly the
+    accepted ones, and a session reopened before the update replays them."""
+    t, y = task
+    cfg = online.preset("ds_model", K)
+    sess = online.Session(cfg, t, tmp_path)
+    hits = sess.propose()
+    items, who = np.asarray(hits.item)[:6], np.asarray(hits.worker)[:6]
+    order = [4, 0, 5, 2]  # partial, out of order
+    r1 = sess.submit(items[order], who[order], y[items[order]])
+    r2 = sess.submit([items[0], 7], [who[0], 11], [y[items[0]], y[7]])  # a repeat, and an unasked worker
+    assert r1.n_accepted == 4 and r2.accepted.tolist() == [False, True]
+    assert "already answered" in r2.reasons[0]
+    reopened = online.Session(cfg, t, tmp_path)
+    assert reopened.pending == 5 and int(reopened.state.n_annotations) == 5
+    led = reopened.ledger.read()
+    assert led[["item", "worker"]].to_numpy().tolist() == [
+        [int(items[i]), int(who[i])] for i in order] + [[7, 11]]
+    record = reopened.update(gold=y)
+    assert record["annotations"] == 5 and reopened.pending == 0
+    assert online.Session(cfg, t, tmp_path).pending == 0  # checkpointed

@@ -6,11 +6,12 @@ the append-only SQLite ledger, atomic checkpoints and resumption, and the simula
 from .config import PRESETS, OnlineConfig, preset
 from .loop import finished, init, label_accuracy, stop_reason, update, worker_prior
 from .samplers import Proposal, bald_scores, propose
+from .session import Ledger, Session, run_simulation
 from .state import Receipt, State, Task, ingest, make_task
 from .unfiltered import add_none_class, target_precision
 
 __all__ = [
     "OnlineConfig", "PRESETS", "preset", "Task", "State", "Receipt", "Proposal", "make_task",
     "init", "propose", "ingest", "update", "finished", "stop_reason", "label_accuracy",
-    "bald_scores", "worker_prior", "add_none_class", "target_precision",
+    "Session", "Ledger", "run_simulation", "bald_scores", "worker_prior", "add_none_class", "target_precision",
 ]

@@ -34,7 +34,7 @@ from .loop import init, label_accuracy, stop_reason, update
 from .samplers import propose
 from .state import Receipt, State, Task, check_answers, ingest
 
-__all__ = ["Ledger", "Session", "simulate", "save_checkpoint", "load_checkpoint"]
+__all__ = ["Ledger", "Session", "run_simulation", "simulate", "save_checkpoint", "load_checkpoint"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS annotations (
@@ -234,7 +234,7 @@ def _finished_precision(state: State, gold) -> float:
     return float(np.mean(np.asarray(state.decision)[done] == gold[done]))
 
 
-def simulate(config: OnlineConfig, task: Task, confusion, true_labels, *, seed: int = 0,
+def run_simulation(config: OnlineConfig, task: Task, confusion, true_labels, *, seed: int = 0,
              directory=None, max_steps: int = 10_000, progress: bool = False,
              callback: Optional[Callable] = None, kill_after_ingest: Optional[int] = None):
     """Run the loop with simulated workers (``confusion`` (M, K, K), the true classes (N,)) until
@@ -288,3 +288,6 @@ def simulate(config: OnlineConfig, task: Task, confusion, true_labels, *, seed: 
     if bar is not None:
         bar.close()
     return session
+
+
+simulate = run_simulation  # short name used in the experiments
