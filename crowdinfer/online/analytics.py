@@ -26,7 +26,7 @@ from crowdinfer.annotations import CrowdData
 from crowdinfer.models import dawid_skene
 from crowdinfer.ops import label_posterior, vote_counts
 
-__all__ = ["worker_importance", "importance_table", "aggregate_weighted", "annotation_gradients",
+__all__ = ["worker_importance", "importance_table", "prototype_class_accuracy", "aggregate_weighted", "annotation_gradients",
            "integrated_gradients", "worker_contribution"]
 
 
@@ -39,6 +39,20 @@ def worker_importance(confusion, class_accuracy) -> np.ndarray:
         raise ValueError(f"confusion must be (M, {len(acc)}, {len(acc)}), got {conf.shape}")
     w = (1.0 / acc) / np.sum(1.0 / acc)
     return np.diagonal(conf, axis1=1, axis2=2) @ w
+
+
+def prototype_class_accuracy(config, state, task) -> np.ndarray:
+    """The learner's accuracy on the prototypes of each class (the weights of the importance)."""
+    from .learner import predict_log_probs
+
+    if config.learner == "none" or task.proto_labels.shape[0] == 0:
+        raise ValueError("the model's per-class accuracy needs a learner and prototypes")
+    log_p = predict_log_probs(config, state.learner["params"], task.proto_features,
+                              state.learner["temperature"])
+    right = np.asarray(jnp.argmax(log_p, -1) == task.proto_labels, dtype=float)
+    labels = np.asarray(task.proto_labels)
+    return np.array([right[labels == k].mean() if np.any(labels == k) else 1.0
+                     for k in range(config.n_classes)])
 
 
 def importance_table(state, class_accuracy) -> pd.DataFrame:
