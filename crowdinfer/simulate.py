@@ -12,6 +12,11 @@ builds worker pools of confusion matrices ``(M, K, K)``, ``conf[j, k, l] = p(ans
 * :func:`dataset_workers` -- confusions from a real dataset's own annotations against its gold;
 
 and :func:`annotate` draws the answers to a batch of (item, worker) questions, jitted, from a key.
+
+Sparse, class-imbalanced annotation (seed 004 sec. 4): :func:`long_tailed` subsamples the items of
+a dataset so that its class sizes decay exponentially to a given imbalance ratio (the long-tailed
+setting of Zhou et al. 2020), and :func:`remove_annotations` drops a random fraction of the
+annotations (seed 004 sec. 4.3).
 """
 from __future__ import annotations
 
@@ -33,6 +38,9 @@ __all__ = [
     "perfect_workers",
     "dataset_workers",
     "annotate",
+    "long_tailed_counts",
+    "long_tailed",
+    "remove_annotations",
 ]
 
 
@@ -159,3 +167,84 @@ def annotate(key: jax.Array, confusion: jax.Array, true_labels: jax.Array, item:
     ``confusion[worker[n], true_labels[item[n]]]``."""
     rows = jnp.log(confusion[worker, true_labels[item]])
     return jax.random.categorical(key, rows, axis=-1)
+
+
+# --------------------------------------------------------------------------- imbalance, sparsity
+def long_tailed_counts(available, ratio: float, order=None) -> np.ndarray:
+    """Class sizes decaying exponentially from the head to the tail class,
+
+        n_(r) = floor(n_max * ratio ** (-r / (K - 1))),   r = 0..K-1 the rank of the class,
+
+    with ``n_max`` as large as the ``available`` items of each class allow (so the ratio of the
+    head to the tail is ``ratio`` up to rounding).  ``order`` lists the classes from head to tail;
+    default: by decreasing ``available``.  Returns (K,) counts in class order."""
+    available = np.asarray(available, dtype=np.int64)
+    k = len(available)
+    if k < 2:
+        raise ValueError("need at least 2 classes")
+    if ratio < 1.0:
+        raise ValueError(f"ratio is a head/tail size ratio, >= 1; got {ratio}")
+    order = np.argsort(-available, kind="stable") if order is None else np.asarray(order)
+    if sorted(order.tolist()) != list(range(k)):
+        raise ValueError(f"order must be a permutation of 0..{k - 1}")
+    fraction = float(ratio) ** (-np.arange(k) / (k - 1))  # by rank
+    n_max = np.min(available[order] / fraction)
+    if n_max * fraction[-1] < 1:
+        raise ValueError(f"too few items for ratio {ratio}: the tail class would be empty")
+    counts = np.empty(k, dtype=np.int64)
+    counts[order] = np.floor(n_max * fraction + 1e-9).astype(np.int64)
+    return counts
+
+
+def long_tailed(annotations: Annotations, ratio: float, seed=0, order=None) -> Annotations:
+    """A long-tailed subset of a dataset with gold labels: for each class, ``long_tailed_counts``
+    items drawn at random among the items of that gold class, with all their annotations (and
+    features).  Items without gold are dropped; workers keep their codes (some may be left with no
+    annotation)."""
+    if annotations.gold is None:
+        raise ValueError("long_tailed needs gold labels to know each item's class")
+    gold = np.asarray(annotations.gold)
+    k = annotations.n_classes
+    available = np.bincount(gold[gold >= 0], minlength=k)
+    counts = long_tailed_counts(available, ratio, order)
+    rng = _rng(seed)
+    keep = np.sort(np.concatenate([
+        rng.choice(np.flatnonzero(gold == c), size=counts[c], replace=False) for c in range(k)
+    ]))
+    return _subset_items(annotations, keep)
+
+
+def _subset_items(annotations: Annotations, keep: np.ndarray) -> Annotations:
+    new_code = np.full(annotations.n_items, -1, dtype=np.int64)
+    new_code[keep] = np.arange(len(keep))
+    rows = new_code[annotations.item] >= 0
+    if not rows.any():
+        raise ValueError("the subset keeps no annotation")
+    out = Annotations._from_codes(
+        np.stack([new_code[annotations.item[rows]], annotations.worker[rows],
+                  annotations.label[rows]], axis=1),
+        annotations.item_ids[keep], annotations.worker_ids, annotations.classes,
+    )
+    return out._with_optional(
+        gold=None if annotations.gold is None else annotations.gold[keep],
+        features=None if annotations.features is None else annotations.features[keep],
+    )
+
+
+def remove_annotations(annotations: Annotations, fraction: float, seed=0) -> Annotations:
+    """Drop ``round(fraction * n)`` of the ``n`` annotations uniformly at random (seed 004 sec.
+    4.3, sparsity ``p``).  Items, workers, gold and features are all kept, so an item may be left
+    with no annotation."""
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"fraction must lie in [0, 1), got {fraction}")
+    n = annotations.n_annotations
+    rng = _rng(seed)
+    keep = np.sort(rng.permutation(n)[: n - int(round(fraction * n))])
+    if len(keep) == 0:
+        raise ValueError("no annotation would be left")
+    out = Annotations._from_codes(
+        np.stack([annotations.item[keep], annotations.worker[keep], annotations.label[keep]],
+                 axis=1),
+        annotations.item_ids, annotations.worker_ids, annotations.classes,
+    )
+    return out._with_optional(gold=annotations.gold, features=annotations.features)
