@@ -25,7 +25,7 @@ from .priors import dirichlet_map
 
 
 def distribution(hyper) -> dist.Dirichlet:
-    return dist.Dirichlet(jnp.asarray(hyper["class_concentration"]))
+    return dist.Dirichlet(jnp.asarray(hyper["class_concentration"]), validate_args=False)
 
 
 def sample_log_prior(hyper):

@@ -46,7 +46,9 @@ from .priors import dirichlet_map
 def confusion_distribution(hyper, n_workers: int) -> dist.Dirichlet:
     beta = jnp.asarray(hyper["confusion"])  # the concentration alpha
     k = beta.shape[-1]
-    return dist.Dirichlet(jnp.broadcast_to(beta, (n_workers, k, k)))
+    # validate_args=False: this log density runs inside every EM iteration; its support checks
+    # doubled the compile time of the online update (experiments/benchmarks/online_speed.md)
+    return dist.Dirichlet(jnp.broadcast_to(beta, (n_workers, k, k)), validate_args=False)
 
 
 def model(data: CrowdData, hyper: dict):
