@@ -73,8 +73,8 @@ STYLE = {"CE": ("k", "-", "o"), "Confidence": ("tab:red", "--", "s"),
          "Random": ("tab:orange", ":", "^"), "DASC": ("tab:green", "-", "D")}
 OUT = Path(__file__).resolve().parent / "results" / "dasc"
 NOTES = [
-    "- Our LabelMe is the 1000 original training images; the paper trained on 10000 augmented "
-    "ones, so absolute numbers are lower than its Table 2. Music is the same 700/300 split.",
+    "- Our LabelMe is the 1000 original training images (the paper trained on 10000 augmented "
+    "ones), so its Table 2 numbers are approximate anchors only. Music is the same 700/300 split.",
     "- Network: one hidden ReLU layer of 128 units with 50% dropout on standardised features for "
     "both datasets (the paper's Music network has batch norm instead; not used here).",
     "- WDN's second phase (eq. 7): full-batch Adam (1e-2, 200 steps) on softmax-parametrised "
@@ -353,7 +353,10 @@ def write_summary(args, out: Path, table: pd.DataFrame, ratios: pd.DataFrame,
         "",
         f"`python experiments/dasc.py{' --quick' if args.quick else ''}`: {args.seeds} seeds, "
         f"{args.iterations} self-training iterations, long-tailed ratio {args.ratio:g}; "
-        f"{seconds / 60:.0f} min on this machine. CE is iteration 0 of the self-training runs; "
+        + (f"this invocation resumed from the CSVs ({seconds / 60:.0f} min); "
+           if args.resume else f"{seconds / 60:.0f} min on this machine; ")
+        + "a full run from scratch takes about 35-40 min on 2 shared CPU cores. "
+        "CE is iteration 0 of the self-training runs; "
         "each self-training column is the accuracy after the last iteration.",
         "",
         "## Table 2 (test accuracy)",
@@ -370,7 +373,8 @@ def write_summary(args, out: Path, table: pd.DataFrame, ratios: pd.DataFrame,
                  "", "Mean over seeds; iteration 0 = the observed annotations.", "",
                  r.to_markdown(index=False)]
     if sp is not None and len(sp):
-        piv = (sp.groupby(["dataset", "model", "method", "p"])["accuracy"].mean() * 100).unstack("p")
+        piv = (sp.assign(model=sp.model.map(MODEL_NAMES))
+               .groupby(["dataset", "model", "method", "p"])["accuracy"].mean() * 100).unstack("p")
         text += ["", "## Accuracy against sparsity p (Fig. 6, original annotations)", "",
                  piv.round(1).reset_index().to_markdown(index=False)]
     text += ["", "## Notes", "", *NOTES]
