@@ -23,7 +23,8 @@ Imbalance baselines (``loss=``): ``"ce"``; ``"reweighting"`` ``w_ik = max_c N_c 
 (MV-DL, DS-DL).
 
 Self-training (:func:`self_train`, Algorithm 1): train the base model; predict every worker's
-annotation on each cell nobody filled; score each by its entropy (eq. 2); select ``n_select`` of them
+annotation on each cell nobody filled; score each by its entropy (eq. 2); select ``n_select`` of
+them
 
 * ``"dasc"``        per predicted class ``c``, the ``M_c`` of least entropy, ``M_c = pi_c M`` with
   ``pi_c`` proportional to ``1 / N'_c``, ``N'_c`` the number of candidate pseudo-annotations
@@ -42,7 +43,7 @@ from __future__ import annotations
 
 import dataclasses
 from functools import partial
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp

@@ -158,7 +158,8 @@ def run_table(args, table: Store, ratio_store: Store):
                 acc = net.accuracy(*test)
                 table.add([{**base, "model": "-", "method": method, "seed": s, "accuracy": a}
                            for s, a in zip(net.seeds, acc)])
-                log(f"  {method}: {acc.mean():.3f} ± {acc.std():.3f} ({time.perf_counter() - t:.0f} s)")
+                log(f"  {method}: {acc.mean():.3f} ± {acc.std():.3f} "
+                    f"({time.perf_counter() - t:.0f} s)")
             for model in MODELS:
                 cfg = model_config(name, model, args.epochs_scale)
                 for method, loss in LOSS_OF.items():
@@ -238,7 +239,8 @@ def table_markdown(table: pd.DataFrame) -> str:
             if method in ("MV-DL", "DS-DL"):
                 if (method, "-") in stats.index:
                     m, s = stats.loc[(method, "-")]
-                    out.append(f"| {method} | {m:.1f} ± {s:.1f} (aggregate, then classifier) | | |")
+                    out.append(f"| {method} | {m:.1f} ± {s:.1f} (aggregate, then classifier) "
+                               "| | |")
                 continue
             cells = []
             best = {mod: stats.xs(mod, level="model")["mean"].drop(["MV-DL", "DS-DL"],

@@ -96,7 +96,7 @@ class Crowdlayer(nn.Module):
 
     @staticmethod
     def confusions(params) -> jax.Array:
-        """(M, K, K) ``p(annotation l | class c)`` implied for a one-hot f(x): row softmax of W_k."""
+        """(M, K, K) ``p(annotation l | class c)`` for a one-hot f(x): the row softmax of W_k."""
         return jax.nn.softmax(params["worker_maps"], axis=-1)
 
 
@@ -155,7 +155,8 @@ class WDN(nn.Module):
     def __call__(self, x: jax.Array, train: bool = False):
         h = Backbone(self.hidden, self.dropout, name="backbone")(x, train)
         # the M heads as one (hidden, M * K) matrix product: one GEMM instead of M small ones
-        kernel = self.param("head_kernel", nn.initializers.lecun_normal(in_axis=0, out_axis=2, batch_axis=(1,)),
+        init = nn.initializers.lecun_normal(in_axis=0, out_axis=2, batch_axis=(1,))
+        kernel = self.param("head_kernel", init,
                             (self.hidden, self.n_workers, self.n_classes))
         bias = self.param("head_bias", nn.initializers.zeros, (self.n_workers, self.n_classes))
         weights = self.param("worker_weights", nn.initializers.zeros, (self.n_workers,))
