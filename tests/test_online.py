@@ -164,7 +164,7 @@ def test_greedy_sends_items_to_the_best_worker_below_the_cap(task):
     p = online.propose(cfg, s)
     wk = np.asarray(p.worker)[np.asarray(p.valid)]
     assert (wk == 4).sum() == 19 and len(wk) == 30
-    assert len(set(wk[wk != 4])) == 1 or True  # the rest go to the next best (all tied)
+    assert len(set(wk[wk != 4])) > 3  # the other 11 are tied: spread at random, not all to one
 
 
 def test_bald_mutual_information():

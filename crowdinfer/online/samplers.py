@@ -93,10 +93,14 @@ def _assign(config: OnlineConfig, state: State, items, item_valid, scores, per_s
 
 
 def _greedy(config: OnlineConfig, state: State, key) -> Proposal:
-    items, valid = _random_items(key, eligible(config, state), config.slots)
+    k_items, k_ties = jax.random.split(key)
+    items, valid = _random_items(k_items, eligible(config, state), config.slots)
     q = jnp.exp(state.log_q[items])  # (S, K)
     accuracy = jnp.diagonal(state.confusion, axis1=1, axis2=2)  # (M, K)
-    return _assign(config, state, items, valid, q @ accuracy.T, config.slots)
+    score = q @ accuracy.T
+    # ties (e.g. every worker still at the prior) are broken at random, not towards worker 0
+    score = score + 1e-6 * jax.random.uniform(k_ties, score.shape)
+    return _assign(config, state, items, valid, score, config.slots)
 
 
 def _dirichlet_entropy(alpha):
