@@ -171,13 +171,23 @@ def answered_by(answered: jax.Array, item: jax.Array, worker: jax.Array) -> jax.
 _answered_jit = jax.jit(answered_by)
 
 
+class _Counts(NamedTuple):
+    """The fields ``ingest`` changes (passing only these keeps the copy small)."""
+
+    data: CrowdData
+    n_annotations: jax.Array
+    answered: jax.Array
+    item_count: jax.Array
+    worker_count: jax.Array
+
+
 @jax.jit
-def _append(state: State, item, worker, label, valid) -> State:
+def _append(c: _Counts, item, worker, label, valid) -> _Counts:
     """Write the ``valid`` rows of a padded batch after the last used row."""
     offset = jnp.cumsum(valid) - 1
-    cap = state.data.item.shape[0]
-    pos = jnp.where(valid, state.n_annotations + offset, cap)  # out of range: dropped
-    d = state.data
+    cap = c.data.item.shape[0]
+    pos = jnp.where(valid, c.n_annotations + offset, cap)  # out of range: dropped
+    d = c.data
     data = CrowdData(
         d.item.at[pos].set(item, mode="drop"),
         d.worker.at[pos].set(worker, mode="drop"),
@@ -186,15 +196,10 @@ def _append(state: State, item, worker, label, valid) -> State:
         d.n_items, d.n_workers, d.n_classes,
     )
     bit = (jnp.uint32(1) << (worker % WORD).astype(jnp.uint32)) * valid.astype(jnp.uint32)
-    answered = state.answered.at[item, worker // WORD].add(bit)  # bits are new: add == or
+    answered = c.answered.at[item, worker // WORD].add(bit)  # bits are new: add == or
     ones = valid.astype(jnp.int32)
-    return state._replace(
-        data=data,
-        n_annotations=state.n_annotations + ones.sum(),
-        answered=answered,
-        item_count=state.item_count.at[item].add(ones),
-        worker_count=state.worker_count.at[worker].add(ones),
-    )
+    return _Counts(data, c.n_annotations + ones.sum(), answered,
+                   c.item_count.at[item].add(ones), c.worker_count.at[worker].add(ones))
 
 
 def _grow(state: State, needed: int) -> State:
@@ -210,8 +215,9 @@ def _grow(state: State, needed: int) -> State:
 
 
 def _padded_size(n: int) -> int:
-    """Batches are padded to a power of two (at least 64): few distinct shapes, few compilations."""
-    return 1 << max(int(n - 1).bit_length(), 6)
+    """Batches are padded to a power of two (at least 256, a step's worth): few distinct shapes,
+    few compilations."""
+    return 1 << max(int(n - 1).bit_length(), 8)
 
 
 def check_answers(state: State, item, worker, label):
@@ -263,6 +269,8 @@ def ingest(state: State, item, worker, label, receipt: Receipt | None = None):
     size = _padded_size(n_new)
     pad = lambda a: np.concatenate([a[keep], np.zeros(size - n_new, a.dtype)])  # noqa: E731
     valid = np.arange(size) < n_new
-    state = _append(state, jnp.asarray(pad(item)), jnp.asarray(pad(worker)),
-                    jnp.asarray(pad(label)), jnp.asarray(valid))
-    return state, receipt
+    counts = _Counts(state.data, state.n_annotations, state.answered, state.item_count,
+                     state.worker_count)
+    counts = _append(counts, jnp.asarray(pad(item)), jnp.asarray(pad(worker)),
+                     jnp.asarray(pad(label)), jnp.asarray(valid))
+    return state._replace(**counts._asdict()), receipt
