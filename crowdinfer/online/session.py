@@ -276,7 +276,6 @@ def run_simulation(config: OnlineConfig, task: Task, confusion, true_labels, *, 
                            np.asarray(answers)[valid])
             if kill_after_ingest is not None and int(session.state.step) == kill_after_ingest:
                 os.kill(os.getpid(), signal.SIGKILL)
-        before = int(session.state.n_annotations)
         record = session.update(gold=truth)
         if bar is not None:
             bar.update(record["annotations"] - bar.n)
@@ -284,7 +283,6 @@ def run_simulation(config: OnlineConfig, task: Task, confusion, true_labels, *, 
                             finished=int(record["finished"]))
         if callback is not None:
             callback(record)
-        del before
     if bar is not None:
         bar.close()
     return session

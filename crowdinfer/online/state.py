@@ -7,7 +7,6 @@ through a jitted scatter whose batch is itself padded to a power of two.
 """
 from __future__ import annotations
 
-from functools import partial
 from typing import NamedTuple, Optional
 
 import jax

@@ -35,16 +35,16 @@ import gc
 import json
 import math
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import machine_info as _machine_info  # noqa: E402
 RESULTS = REPO / "experiments" / "results"
 STEM = "aggregation_speed"
 DATA_DIR = Path(os.environ.get("CROWDINFER_DATA", "/work/shared/data"))
@@ -308,46 +308,7 @@ def _children_cpu_s() -> float:
 
 
 def machine_info() -> dict:
-    import psutil
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-
-    def version(pkg):
-        try:
-            return metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            return "not installed"
-
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, text=True,
-                                capture_output=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "crowdinfer", "models"], cwd=REPO,
-                               text=True, capture_output=True).stdout.strip()
-        if dirty:
-            files = [ln[3:] for ln in dirty.splitlines()]
-            commit += " + uncommitted changes to " + ", ".join(files)
-    except OSError:
-        commit = "unknown"
-    return {
-        "cpu": cpu,
-        "logical_cores": psutil.cpu_count(logical=True),
-        "physical_cores": psutil.cpu_count(logical=False),
-        "affinity_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "ram_gb": psutil.virtual_memory().total / 1e9,
-        "python": platform.python_version(),
-        "os": platform.platform(),
-        "jax": version("jax"), "jaxlib": version("jaxlib"), "crowd-kit": version("crowd-kit"),
-        "numpy": version("numpy"), "pandas": version("pandas"), "crowdinfer": version("crowdinfer"),
-        "commit": commit,
-        "xla_flags": os.environ.get("XLA_FLAGS", "(unset)"),
-    }
+    return _machine_info(("jax", "jaxlib", "crowd-kit", "numpy", "pandas", "crowdinfer"))
 
 
 def loglog_slope(points) -> float | None:

@@ -55,7 +55,6 @@ import json
 import logging
 import math
 import os
-import platform
 import re
 import shutil
 import statistics
@@ -63,10 +62,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import machine_info as _machine_info  # noqa: E402
 STEM = "online_speed"
 MD_DEFAULT = REPO / "experiments" / "benchmarks" / f"{STEM}.md"
 CSV_DIR_DEFAULT = REPO / "experiments" / "results" / STEM
@@ -566,47 +566,12 @@ def run_worker(kind: str, spec: dict, timeout: float) -> dict:
 
 
 def machine_info(snap: Path | None = None) -> dict:
-    import psutil
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-
-    def version(pkg):
-        try:
-            return metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            return "not installed"
-
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, text=True,
-                                capture_output=True).stdout.strip()
-        dirty = [ln[3:] for ln in subprocess.run(
-            ["git", "status", "--porcelain", "crowdinfer", "models"], cwd=REPO, text=True,
-            capture_output=True).stdout.splitlines() if ln.strip()]
-        if dirty:
-            commit += " + uncommitted changes to " + ", ".join(dirty)
-    except OSError:
-        commit = "unknown"
     dev = subprocess.run([sys.executable, "-c", "import jax; d = jax.devices(); "
                           "print(f'{jax.default_backend()}: {len(d)} x {d[0].device_kind}')"],
                          capture_output=True, text=True).stdout.strip()
-    return {
-        "cpu": cpu, "logical_cores": psutil.cpu_count(logical=True),
-        "physical_cores": psutil.cpu_count(logical=False),
-        "affinity_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "ram_gb": psutil.virtual_memory().total / 1e9, "python": platform.python_version(),
-        "os": platform.platform(), "device": dev or "unknown",
-        **{p: version(p) for p in ("jax", "jaxlib", "flax", "optax", "numpyro", "numpy")},
-        "commit": commit, "source": source_fingerprint(snap),
-        "xla_flags": os.environ.get("XLA_FLAGS", "(unset)"),
-        "loadavg_start": os.getloadavg(),
-    }
+    info = _machine_info(("jax", "jaxlib", "flax", "optax", "numpyro", "numpy"))
+    return {**info, "device": dev or "unknown", "source": source_fingerprint(snap),
+            "loadavg_start": os.getloadavg()}
 
 
 def fmt_n(n) -> str:

@@ -1,0 +1,56 @@
+"""What machine a benchmark ran on: CPU, cores, memory, package versions, git commit."""
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def package_version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def git_commit() -> str:
+    """Short HEAD, plus the files of crowdinfer/ and models/ changed since it."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, text=True,
+                                capture_output=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "crowdinfer", "models"], cwd=REPO,
+                               text=True, capture_output=True).stdout.strip()
+    except OSError:
+        return "unknown"
+    if dirty:
+        commit += " + uncommitted changes to " + ", ".join(ln[3:] for ln in dirty.splitlines())
+    return commit
+
+
+def machine_info(packages=("jax", "jaxlib", "numpy")) -> dict:
+    import psutil
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "logical_cores": psutil.cpu_count(logical=True),
+        "physical_cores": psutil.cpu_count(logical=False),
+        "affinity_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "ram_gb": psutil.virtual_memory().total / 1e9,
+        "python": platform.python_version(),
+        "os": platform.platform(),
+        **{p: package_version(p) for p in packages},
+        "commit": git_commit(),
+        "xla_flags": os.environ.get("XLA_FLAGS", "(unset)"),
+    }
