@@ -116,6 +116,9 @@ def test_bayes_risk_with_a_loss_matrix():
     risk, decision = bayes_risk(q, 1.0 - jnp.eye(3))
     np.testing.assert_allclose(risk, [0.5, 0.1], atol=1e-6)
     assert decision.tolist() == [0, 1]
+    r0, d0 = bayes_risk(q)  # the 0-1 shortcut agrees
+    np.testing.assert_allclose(r0, risk, atol=1e-6)
+    assert d0.tolist() == [0, 1]
     # deciding class 0 when the truth is 2 costs 10: expected costs of item 0 are 2.3, 0.7, 0.8
     loss = jnp.array([[0, 1, 10], [1, 0, 1], [1, 1, 0.0]])
     risk, decision = bayes_risk(q, loss)

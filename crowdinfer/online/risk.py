@@ -14,15 +14,17 @@ from .config import OnlineConfig
 __all__ = ["loss_matrix", "bayes_risk", "eligible"]
 
 
-def loss_matrix(config: OnlineConfig) -> jnp.ndarray:
-    k = config.n_classes
+def loss_matrix(config: OnlineConfig) -> jnp.ndarray | None:
+    """The configured loss matrix (``None``: 0-1 loss)."""
     if config.loss_matrix is None:
-        return 1.0 - jnp.eye(k)
+        return None
     return jnp.asarray(config.loss_matrix, jnp.float32)
 
 
-def bayes_risk(label_probs: jnp.ndarray, loss: jnp.ndarray):
-    """``(risk, decision)`` per item from the label posterior (N, K)."""
+def bayes_risk(label_probs: jnp.ndarray, loss: jnp.ndarray | None = None):
+    """``(risk, decision)`` per item from the label posterior (N, K); ``loss=None``: 0-1 loss."""
+    if loss is None:  # no K x K product: 1 - max q, argmax
+        return 1.0 - label_probs.max(-1), jnp.argmax(label_probs, -1).astype(jnp.int32)
     expected = label_probs @ loss.T  # (N, decisions)
     return expected.min(-1), expected.argmin(-1).astype(jnp.int32)
 
