@@ -44,6 +44,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import busy_cpu_s as _busy_cpu_s  # noqa: E402
+from machine import children_cpu_s as _children_cpu_s  # noqa: E402
 from machine import machine_info as _machine_info  # noqa: E402
 RESULTS = REPO / "experiments" / "results"
 STEM = "aggregation_speed"
@@ -290,21 +292,6 @@ def run_worker(tool: str, dataset: str, timeout: float) -> dict:
           f" peak {res['peak_rss'] / 1e6:.0f} MB ({wall:.0f} s wall, other load {foreign:.2f} cores)",
           flush=True)
     return res
-
-
-def _busy_cpu_s() -> float:
-    """Non-idle CPU seconds of the whole machine so far."""
-    import psutil
-
-    t = psutil.cpu_times()
-    return sum(t) - t.idle - getattr(t, "iowait", 0.0)
-
-
-def _children_cpu_s() -> float:
-    import resource
-
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
 
 
 def machine_info() -> dict:

@@ -54,3 +54,19 @@ def machine_info(packages=("jax", "jaxlib", "numpy")) -> dict:
         "commit": git_commit(),
         "xla_flags": os.environ.get("XLA_FLAGS", "(unset)"),
     }
+
+
+def busy_cpu_s() -> float:
+    """Non-idle CPU seconds of the whole machine so far."""
+    import psutil
+
+    t = psutil.cpu_times()
+    return sum(t) - t.idle - getattr(t, "iowait", 0.0)
+
+
+def children_cpu_s() -> float:
+    """CPU seconds of this process's finished children."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime

@@ -66,6 +66,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import busy_cpu_s as _busy_cpu_s  # noqa: E402
+from machine import children_cpu_s as _children_cpu_s  # noqa: E402
 from machine import machine_info as _machine_info  # noqa: E402
 STEM = "online_speed"
 MD_DEFAULT = REPO / "experiments" / "benchmarks" / f"{STEM}.md"
@@ -514,20 +516,6 @@ def source_fingerprint(snap: Path | None = None) -> str:
         h.update(name.encode())
         h.update(f.read_bytes())
     return h.hexdigest()[:10]
-
-
-def _busy_cpu_s() -> float:
-    import psutil
-
-    t = psutil.cpu_times()
-    return sum(t) - t.idle - getattr(t, "iowait", 0.0)
-
-
-def _children_cpu_s() -> float:
-    import resource
-
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
 
 
 def run_worker(kind: str, spec: dict, timeout: float) -> dict:
