@@ -70,3 +70,20 @@ def children_cpu_s() -> float:
 
     r = resource.getrusage(resource.RUSAGE_CHILDREN)
     return r.ru_utime + r.ru_stime
+
+
+def frozen_source(prefix: str):
+    """Copy crowdinfer/ and models/ (installed as crowdinfer.models) to a temporary folder; returns
+    the folder and an environment that puts it first on PYTHONPATH, so that benchmark workers run
+    one version of the code even if the tree is edited while the benchmark runs."""
+    import shutil
+    import tempfile
+
+    snap = Path(tempfile.mkdtemp(prefix=prefix))
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(REPO / "crowdinfer", snap / "crowdinfer", ignore=skip)
+    if (REPO / "models").is_dir() and not (snap / "crowdinfer" / "models").exists():
+        shutil.copytree(REPO / "models", snap / "crowdinfer" / "models", ignore=skip)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(snap), env.get("PYTHONPATH")]))
+    return snap, env

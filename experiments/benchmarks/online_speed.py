@@ -68,6 +68,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import busy_cpu_s as _busy_cpu_s  # noqa: E402
 from machine import children_cpu_s as _children_cpu_s  # noqa: E402
+from machine import frozen_source as _frozen_source  # noqa: E402
 from machine import machine_info as _machine_info  # noqa: E402
 STEM = "online_speed"
 MD_DEFAULT = REPO / "experiments" / "benchmarks" / f"{STEM}.md"
@@ -488,17 +489,9 @@ WORKER_ENV: dict | None = None
 
 
 def freeze_source() -> Path:
-    """Run the workers on a copy of crowdinfer/ and models/ taken now (edits made to the tree
-    while the benchmark runs cannot mix code versions between rows)."""
+    """Run the workers on a copy of crowdinfer/ and models/ taken now (see machine.frozen_source)."""
     global WORKER_ENV
-    snap = Path(tempfile.mkdtemp(prefix="online_speed_src_"))
-    skip = shutil.ignore_patterns("__pycache__", "*.pyc")
-    shutil.copytree(REPO / "crowdinfer", snap / "crowdinfer", ignore=skip)
-    if (REPO / "models").is_dir() and not (snap / "crowdinfer" / "models").exists():
-        shutil.copytree(REPO / "models", snap / "crowdinfer" / "models", ignore=skip)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(snap), env.get("PYTHONPATH")]))
-    WORKER_ENV = env
+    snap, WORKER_ENV = _frozen_source("online_speed_src_")
     return snap
 
 
