@@ -47,11 +47,22 @@ class Dataset:
 
 
 def shared_data_dir() -> Path:
-    """The real datasets: ``$CROWDINFER_DATA`` or ``../shared/data`` beside the repository."""
+    """The real datasets' folder: ``$CROWDINFER_DATA`` if set; else ``shared/data`` beside the
+    source checkout (an editable install); else ``../shared/data`` from the current directory.
+
+    An installed copy (a wheel in ``site-packages``) has no checkout beside it, so it uses
+    ``$CROWDINFER_DATA`` or the working directory, never a path inside ``site-packages``.
+    The folder may not exist: callers that need it say so with a clear error.
+    """
     env = os.environ.get("CROWDINFER_DATA")
     if env:
-        return Path(env)
-    return Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+        return Path(env).expanduser()
+    package = Path(__file__).resolve().parent
+    if "site-packages" not in package.parts and "dist-packages" not in package.parts:
+        checkout = package.parent.parent / "shared" / "data"
+        if checkout.is_dir():
+            return checkout
+    return Path.cwd().parent / "shared" / "data"
 
 
 def read_table(path: Path) -> pd.DataFrame:
