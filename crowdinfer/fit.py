@@ -1,6 +1,7 @@
 """``crowdinfer.fit``: one entry point over every model and engine, and the model registry."""
 from __future__ import annotations
 
+import dataclasses
 import time
 from functools import partial
 from typing import Callable, NamedTuple
@@ -8,7 +9,9 @@ from typing import Callable, NamedTuple
 from . import runners
 from .annotations import Annotations
 from .models import dawid_skene, one_coin
+from .models.priors import DEFAULT_ACCURACY
 from .models.priors import resolve as resolve_prior
+from .options import validate as validate_options
 from .posterior import Posterior
 
 __all__ = ["fit", "MODELS", "resolve_prior"]
@@ -66,37 +69,30 @@ def fit(annotations: Annotations, model: str = "dawid_skene", method: str | None
             ``"glad"`` or ``"majority_vote"`` (see ``MODELS``).
         method: the engine -- ``"em"``, ``"vb"``, ``"nuts"``, ``"svi"`` or ``"vote"``; default the
             model's own (the first of ``MODELS[model].methods``).
-        **options: depend on the engine --
+        use_gold: ``True`` clamps items with a gold label (``Annotations.gold``) to it:
+            semi-supervised inference, for every model and engine; ``Posterior.accuracy`` then
+            scores only the gold items that were not clamped.  Default ``False``: the gold is for
+            scoring (every loaded dataset carries its evaluation truth as gold), except that
+            ``prior="worker"`` still builds each worker's prior from it (seed 000, A.4 B).
+        **options: depend on the model and engine, and are checked before any work: the
+            groups are the frozen dataclasses of :mod:`crowdinfer.options` --
+            :class:`~crowdinfer.options.PriorOptions` (``prior``, ``strength``, ...),
+            :class:`~crowdinfer.options.LearnedPriorOptions` (``label_prior="classifier"``),
+            :class:`~crowdinfer.options.LoopOptions` (EM/VB: ``max_iter``, ``tol``, ``stop``),
+            :class:`~crowdinfer.options.NutsOptions`, :class:`~crowdinfer.options.SviOptions`,
+            :class:`~crowdinfer.options.CommunityOptions`,
+            :class:`~crowdinfer.options.GladOptions`, :class:`~crowdinfer.options.VoteOptions`;
+            ``crowdinfer.options.options_for(model, method)`` lists the names one engine takes.
 
-            priors (confusion models): ``prior`` (default ``"pooled"``, see :func:`resolve_prior`;
-            ``"none"`` is classic maximum-likelihood Dawid-Skene), ``strength``, ``accuracy``,
-            ``class_prior`` (pseudo-count per class, default 1);
-
-            label prior: ``prior_logits`` (N, K) fixed ``log p(y_i | x_i)`` from any outside model,
-            or ``label_prior="classifier"`` (EM/VB) to learn a Flax MLP on ``features`` (default:
-            the annotations' own) with ``hidden``, ``classifier_steps``, ``learning_rate``,
-            ``weight_decay``, ``folds`` (cross-fitting, default 5), ``seed``;
-
-            EM/VB: ``max_iter`` (100), ``tol`` (1e-5), ``stop`` (``"soft"`` seed 000 eq. 6,
-            ``"hard"`` eq. 5, ``"objective"``), ``progress`` (a progress bar);
-
-            NUTS: ``num_warmup``, ``num_samples``, ``num_chains``, ``seed``, ``progress``;
-
-            SVI: ``guide`` (``"map"`` or ``"normal"``), ``num_steps``, ``learning_rate``,
-            ``batch_items`` (minibatches of items), ``seed``;
-
-            community BCC: ``communities`` (3), ``deviation`` (2); GLAD: ``alpha_mean``,
-            ``alpha_scale``, ``beta_mean``, ``beta_scale``, ``m_steps``, ``learning_rate``.
+    Raises:
+        ValueError: an unknown model, engine or option (naming the model, the engine and the valid
+            options), or an option outside its allowed range (naming it and the range).
 
     Returns:
         a :class:`~crowdinfer.Posterior`.
     """
     import pandas as pd
 
-    if isinstance(annotations, pd.DataFrame):
-        annotations = Annotations.from_dataframe(annotations)
-    if not isinstance(annotations, Annotations):
-        raise TypeError(f"fit needs Annotations or a DataFrame, got {type(annotations).__name__}")
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r}; available: {sorted(MODELS)}")
     entry = MODELS[model]
@@ -105,12 +101,27 @@ def fit(annotations: Annotations, model: str = "dawid_skene", method: str | None
         raise ValueError(
             f"model {model!r} has no method {method!r}; available: {sorted(entry.methods)}"
         )
+    runner = entry.methods[method]
+    use_gold = options.pop("use_gold", False)
+    if not isinstance(use_gold, bool):
+        raise ValueError(f"option 'use_gold' must be True or False, got {use_gold!r}")
+    options = validate_options(model, method, options, runner)
+    if isinstance(annotations, pd.DataFrame):
+        annotations = Annotations.from_dataframe(annotations)
+    if not isinstance(annotations, Annotations):
+        raise TypeError(f"fit needs Annotations or a DataFrame, got {type(annotations).__name__}")
+    given, clamped = annotations, None
+    if annotations.gold is not None:
+        if use_gold:
+            clamped = annotations.gold >= 0
+        else:
+            if isinstance(options.get("prior"), str) and options["prior"] == "worker":
+                # the worker prior is built from the gold (seed 000 A.4 B); the labels stay free
+                options["prior"] = resolve_prior(annotations, "worker", options.get("strength"),
+                                                 options.get("accuracy", DEFAULT_ACCURACY))
+            annotations = dataclasses.replace(annotations, gold=None)
     start = time.perf_counter()
-    try:
-        posterior = entry.methods[method](annotations, **options)
-    except TypeError as err:
-        if "unexpected keyword" in str(err):
-            raise TypeError(f"{model}/{method}: {err}") from None
-        raise
+    posterior = runner(annotations, **options)
+    posterior.annotations, posterior.gold_used = given, clamped
     posterior.options["seconds"] = time.perf_counter() - start
     return posterior

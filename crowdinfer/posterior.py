@@ -63,8 +63,16 @@ class Posterior:
     samples: dict | None = None  # MCMC draws, each (chains, draws, ...)
     diagnostics: dict | None = None  # MCMC: max r_hat and min ESS per site
     classifier: dict | None = None  # learned label prior: hidden, params, feature mean/std
+    gold_used: np.ndarray | None = None  # (N,) bool: items clamped to their gold label in training
 
     def __post_init__(self):
+        for name in ("label_probs", "confusion", "class_prior"):
+            value = getattr(self, name)
+            if value is not None and not np.all(np.isfinite(np.asarray(value))):
+                raise ValueError(
+                    f"{self.model}/{self.method} produced NaN or inf in {name}: the fit diverged "
+                    "(for gradient steps, try a smaller learning_rate)"
+                )
         if self.method != "vote":  # a vote cannot switch labels; models that infer skills can
             self._check_diagonals()
 
@@ -87,14 +95,26 @@ class Posterior:
         return np.max(self.label_probs, axis=-1)
 
     def accuracy(self, gold=None) -> float:
-        """Accuracy against gold (the annotations' own gold by default), ties split evenly."""
+        """Accuracy against gold (the annotations' own gold by default), ties split evenly.
+
+        Only items that were *not* clamped to their gold label in training count (``fit`` clamps
+        the annotations' gold with ``use_gold=True``): scoring a label that was given as input
+        would say nothing.  Raises ``ValueError`` when no such item is left."""
         if gold is None:
             if self.annotations.gold is None:
                 raise ValueError("no gold labels: pass gold= or attach them to the annotations")
             gold = self.annotations.gold
         elif not isinstance(gold, np.ndarray):
             gold = self.annotations.with_gold(gold).gold
-        return expected_accuracy(self.label_probs, np.asarray(gold))
+        gold = np.asarray(gold)
+        if self.gold_used is not None and self.gold_used.any():
+            gold = np.where(self.gold_used, -1, gold)
+            if not (gold >= 0).any():
+                raise ValueError(
+                    f"all {int(self.gold_used.sum())} gold items were clamped to their gold label "
+                    "in training (fit(..., use_gold=True)), so they cannot score it: fit "
+                    "with use_gold=False to score on them, or hold some gold out of the annotations")
+        return expected_accuracy(self.label_probs, gold)
 
     def to_pandas(self, probabilities: bool = False) -> pd.DataFrame:
         """One row per item: ``item, label, confidence`` with the user's ids and class names
