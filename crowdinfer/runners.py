@@ -39,6 +39,8 @@ def _label_prior_hyper(annotations: Annotations, concentration: float, prior_log
         if not bool(jnp.all(jnp.isfinite(logits))):
             raise ValueError("prior_logits contain NaN or inf")
         hyper["prior_logits"] = logits
+    if annotations.gold is not None and (annotations.gold >= 0).any():  # clamped (fit's use_gold)
+        hyper["gold_offset"] = jnp.asarray(label_prior.gold_offset(annotations.gold, annotations.n_classes))
     return hyper
 
 
@@ -68,13 +70,13 @@ def _run_loop(
     data = annotations.to_device()
     if classes is None:
         classes = label_prior.FIXED if "prior_logits" in hyper else CLASS_PARTS[method]
-    spec = Spec(workers, classes)
+    spec = Spec(workers, label_prior.clamp(classes) if "gold_offset" in hyper else classes)
     callback = _progress_callback(max_iter, method.upper()) if progress else None
     state = run(
         spec,
         data,
         hyper,
-        majority_vote.soft(data),
+        label_prior.clamp_probs(majority_vote.soft(data), hyper),
         max_iter=int(max_iter),
         tol=float(tol),
         stop=stop,
@@ -219,7 +221,8 @@ def nuts_runner(model_name: str, module, offset: float, one_coin_prior: bool = F
                           progress=progress)
         diagnostics = mcmc.convergence(draws)
         classes = label_prior.FIXED if "prior_logits" in hyper else label_prior.MAP
-        probs = mcmc.draw_label_probs(module.MAP.log_lik, classes.log_prior, data, hyper, draws)
+        probs = mcmc.draw_label_probs(module.MAP.log_lik, label_prior.clamp(classes).log_prior,
+                                      data, hyper, draws)
         confusion = jax.vmap(jax.vmap(lambda d: module.MAP.confusion(d, annotations.n_classes)))(
             {k: jnp.asarray(v) for k, v in draws.items()})
         recorded.update(num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains,
@@ -251,7 +254,7 @@ def _svi_run(model_name: str, model_fn, workers: WorkerPart, hyper: dict, init: 
     params, losses, chunks = svi_engine.svi(model_fn, annotations, hyper, init, guide=guide,
                                             num_steps=num_steps, learning_rate=learning_rate,
                                             batch_items=batch_items, seed=seed)
-    classes = label_prior.FIXED if "prior_logits" in hyper else label_prior.MAP
+    classes = label_prior.clamp(label_prior.FIXED if "prior_logits" in hyper else label_prior.MAP)
     if chunks is None:
         data = annotations.to_device()
         log_q, _ = label_posterior(data, workers.log_lik(data, params),
@@ -287,6 +290,9 @@ def svi_runner(model_name: str, module, offset: float, one_coin_prior: bool = Fa
     def runner(annotations, **options) -> Posterior:
         svi_options = {k: options.pop(k) for k in _SVI_OPTIONS if k in options}
         hyper, recorded = _confusion_hyper(annotations, offset, one_coin_prior, **options)
+        if svi_options.get("batch_items") is not None and "gold_offset" in hyper:
+            raise ValueError("minibatch SVI (batch_items=) cannot clamp gold labels: pass "
+                             "use_gold=False, or fit without batch_items")
         if svi_options.get("batch_items") is None:
             em_hyper, _ = _confusion_hyper(annotations, 1.0, one_coin_prior, **options)
             start = _run_loop(model_name, "em", module.MAP, em_hyper, annotations, options={})
@@ -394,6 +400,7 @@ def majority_vote_runner(annotations, *, ties: str = "split") -> Posterior:
     q = majority_vote.soft(data)
     if ties == "first":
         q = jax.nn.one_hot(majority_vote.hard(data, "first"), annotations.n_classes)
+    q = label_prior.clamp_probs(q, _label_prior_hyper(annotations, 1.0, None))  # gold items
     counts = priors.dirichlet_map(expected_confusion_counts(data, q), 0.01)
     q = np.asarray(q, dtype=np.float64)
     return Posterior(

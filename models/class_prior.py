@@ -9,11 +9,20 @@
 
 The learned classifier prior (trained inside the loop) is in :mod:`crowdinfer.models.learned_prior`.
 ``hyper["class_concentration"]`` holds ``a``.
+
+Gold labels (semi-supervised inference): ``hyper["gold_offset"]`` (N, K), from :func:`gold_offset`,
+is added to any part's ``log p(y_i)`` -- 0 for the gold class of a gold item (and for every class
+of the other items), ``GOLD_LOG_PENALTY`` for the other classes of a gold item -- so that the E-step
+clamps gold items to their gold label and every log density becomes that of the annotations *and*
+the gold labels.  :func:`clamp` wraps a part, :func:`sample_log_prior` adds it in NumPyro models.
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 import numpyro
 import numpyro.distributions as dist
 from jax.scipy.special import digamma
@@ -28,12 +37,50 @@ def distribution(hyper) -> dist.Dirichlet:
     return dist.Dirichlet(jnp.asarray(hyper["class_concentration"]), validate_args=False)
 
 
+GOLD_LOG_PENALTY = -1e6  # log p(y_i = k) added for the non-gold classes of a gold item
+
+
+def gold_offset(gold: np.ndarray, n_classes: int) -> np.ndarray:
+    """(N, K) float32: 0, except ``GOLD_LOG_PENALTY`` for the non-gold classes of items whose
+    gold code is ``>= 0``."""
+    gold = np.asarray(gold)
+    offset = np.zeros((len(gold), n_classes), np.float32)
+    has = gold >= 0
+    offset[has] = GOLD_LOG_PENALTY
+    offset[np.flatnonzero(has), gold[has]] = 0.0
+    return offset
+
+
+def with_gold(log_prior, hyper):
+    """``log_prior`` ((K,) or (N, K)) plus the gold offset when ``hyper`` has one."""
+    if "gold_offset" in hyper:
+        return log_prior + hyper["gold_offset"]
+    return log_prior
+
+
+def clamp_probs(probs, hyper):
+    """Label probabilities (N, K) with gold items set to their gold label (the loop's start)."""
+    if "gold_offset" not in hyper:
+        return probs
+    offset = hyper["gold_offset"]
+    is_gold = jnp.any(offset < 0, axis=-1, keepdims=True)
+    return jnp.where(is_gold, (offset == 0).astype(probs.dtype), probs)
+
+
+@lru_cache(maxsize=None)
+def clamp(part: ClassPart) -> ClassPart:
+    """``part`` with the gold offset added to its log prior (cached: one compiled loop per part)."""
+    inner = part.log_prior
+    return part._replace(
+        log_prior=lambda data, params, hyper: with_gold(inner(data, params, hyper), hyper))
+
+
 def sample_log_prior(hyper):
     """Inside a NumPyro model: the log label prior, (K,) or (N, K), sampling ``class_prior`` unless
-    ``hyper`` carries ``prior_logits``."""
+    ``hyper`` carries ``prior_logits``; gold items clamped when ``hyper`` has ``gold_offset``."""
     if "prior_logits" in hyper:
-        return jax.nn.log_softmax(hyper["prior_logits"], axis=-1)
-    return jnp.log(numpyro.sample("class_prior", distribution(hyper)))
+        return with_gold(jax.nn.log_softmax(hyper["prior_logits"], axis=-1), hyper)
+    return with_gold(jnp.log(numpyro.sample("class_prior", distribution(hyper))), hyper)
 
 
 def dirichlet_expected_log(alpha):
