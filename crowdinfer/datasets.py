@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .annotations import Annotations, _parse_numeric_column
+from .annotations import Annotations, read_text_table
 
 __all__ = ["Dataset", "Split", "SyntheticTask", "load", "synthetic", "shared_data_dir"]
 
@@ -66,7 +66,8 @@ def shared_data_dir() -> Path:
 
 
 def read_table(path: Path) -> pd.DataFrame:
-    return pd.read_csv(path, dtype=str).apply(_parse_numeric_column)
+    """A CSV/TSV table (gold labels, item lists), ids exact as in ``Annotations.from_csv``."""
+    return read_text_table(path)
 
 
 def load(path, duplicates: str = "collapse") -> Dataset:
