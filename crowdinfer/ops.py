@@ -53,15 +53,19 @@ def vote_counts(data: CrowdData) -> jax.Array:
     return jax.ops.segment_sum(votes, data.item, data.n_items)
 
 
-def label_posterior(data: CrowdData, annotation_log_lik: jax.Array, log_prior: jax.Array):
+def label_posterior(data: CrowdData, annotation_log_lik: jax.Array | None, log_prior: jax.Array,
+                    item_log_lik: jax.Array | None = None):
     """The E-step: ``log q[i, k] = log p(y_i = k | Z_i, theta)`` (seed 000 eq. 1 and 4).
 
     ``annotation_log_lik[n, k] = log p(z_n | y = k, ...)`` (for confusion models
     :func:`gather_log_confusion`); ``log_prior`` is the log class prior, shape (K,), or a per-item
     prior ``log p(y_i | x_i)``, shape (N, K).  Returns ``(log_q, log_evidence)`` where
-    ``log_evidence[i] = log p(Z_i | theta)``.
+    ``log_evidence[i] = log p(Z_i | theta)``.  ``item_log_lik`` (N, K), if given, replaces
+    :func:`item_log_likelihood` (the loop sums it chunk by chunk and device by device).
     """
-    joint = log_prior + item_log_likelihood(data, annotation_log_lik)
+    if item_log_lik is None:
+        item_log_lik = item_log_likelihood(data, annotation_log_lik)
+    joint = log_prior + item_log_lik
     evidence = logsumexp(joint, axis=-1)
     return joint - evidence[:, None], evidence
 

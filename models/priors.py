@@ -85,12 +85,14 @@ def pooled(annotations, strength: float = 10.0, structure: str = "diagonal") -> 
     majority vote, either summarised by its mean diagonal (``structure="diagonal"``, seed 000's
     "pooled across all workers and classes") or kept whole (``"full"``)."""
     k = annotations.n_classes
-    votes = np.zeros((annotations.n_items, k))
-    np.add.at(votes, (annotations.item, annotations.label), 1.0)
+    # one segment sum over the annotations (bincount; np.add.at was a quarter of a default fit),
+    # the rest on the items x classes vote table
+    votes = np.bincount(np.asarray(annotations.item, np.int64) * k + annotations.label,
+                        minlength=annotations.n_items * k).reshape(annotations.n_items, k)
+    votes = votes.astype(np.float64)
     soft = votes / np.maximum(votes.sum(1, keepdims=True), 1.0)
-    by_observed = np.zeros((k, k))  # [l, k] = sum_{n: z_n = l} q[i_n, k]
-    np.add.at(by_observed, annotations.label, soft[annotations.item])
-    conf = by_observed.T
+    # [k, l] = sum_{n: z_n = l} q[i_n, k] = sum_i q[i, k] V[i, l]
+    conf = soft.T @ votes
     conf = (conf + 1e-3) / (conf + 1e-3).sum(1, keepdims=True)
     if structure == "full":
         return _check_strength(strength) * conf

@@ -19,9 +19,20 @@ they are ``-KL(q || prior)`` and the objective is the evidence lower bound.
 
 Stopping rules (``stop=``):
     ``"soft"``      the mean annotation likelihood changes by less than ``tol`` (seed 000 eq. 6);
+                    for parts with sufficient statistics (Dawid-Skene, BCC) it is taken at the
+                    M-step's labels and parameters, ``sum_{j,k,l} C[j,k,l] theta[j,k,l] / |Z|``
+                    (``C`` the expected counts), which costs no pass over the annotations;
     ``"hard"``      no item's argmax label changes (seed 000 eq. 5);
     ``"objective"`` the objective changes by less than ``tol`` per annotation;
 and always at ``max_iter`` iterations (``tol=0`` runs exactly ``max_iter``).
+
+Scale.  A worker part may give its M-step as sufficient statistics (``statistics``, a sum over
+annotations, and ``from_statistics``).  Then both passes over the annotations of an iteration -- the
+statistics and the item log-likelihoods of the E-step -- run through :func:`annotation_sum`: the
+annotation axis is cut into chunks of at most :data:`CHUNK_BYTES` of (rows, K) intermediates
+(``lax.scan``; 10^8 annotations fit in memory), and when the data are sharded over a mesh (several
+devices, or several processes after ``jax.distributed.initialize``) each device sums its own shard
+and a ``psum`` combines them (:mod:`crowdinfer.distributed`).
 """
 from __future__ import annotations
 
@@ -33,6 +44,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from crowdinfer.annotations import CrowdData
+from crowdinfer.distributed import annotation_sum, data_mesh
 from crowdinfer.ops import label_posterior, mean_annotation_likelihood
 
 __all__ = ["WorkerPart", "ClassPart", "Spec", "State", "run", "STOP_RULES"]
@@ -49,6 +61,11 @@ class WorkerPart(NamedTuple):
     log_lik: Callable  # (data, params) -> (capacity, K): G[n, k] = log p(z_n | y = k)
     objective: Callable  # (params, hyper) -> scalar: log prior density (EM) or -KL (VB)
     confusion: Callable  # (params, n_classes) -> (M, K, K) point estimate for reporting
+    # optional: the M-step through sufficient statistics (chunked and sharded sums, out-of-core EM)
+    statistics: Callable | None = None  # (data, label_probs) -> pytree, a sum over annotations
+    from_statistics: Callable | None = None  # (stats, hyper, params) -> dict, as ``update``
+    # (stats, params) -> sum_n sum_k q[i_n, k] p(z_n | y = k): the soft rule's numerator
+    expected_likelihood: Callable | None = None
 
 
 class ClassPart(NamedTuple):
@@ -76,21 +93,35 @@ class State(NamedTuple):
     history: jax.Array  # (max_iter,) objective per iteration, NaN after the last
 
 
-def _iterate(spec: Spec, data: CrowdData, hyper, params: dict, label_probs, soft: bool):
+def _iterate(spec: Spec, data: CrowdData, hyper, params: dict, label_probs, soft: bool, mesh):
     """Update both parts from ``label_probs``, then the E-step and the objective (and, for the
-    soft stopping rule only, the mean annotation likelihood: it costs a pass over the data)."""
-    params = {**params, **spec.workers.update(data, label_probs, hyper, params)}
-    params = {**params, **spec.classes.update(data, label_probs, hyper, params)}
-    log_lik = spec.workers.log_lik(data, params)
-    log_q, evidence = label_posterior(data, log_lik, spec.classes.log_prior(data, params, hyper))
+    soft stopping rule, the mean annotation likelihood)."""
+    workers = spec.workers
+    if workers.statistics is None:
+        params = {**params, **workers.update(data, label_probs, hyper, params)}
+        params = {**params, **spec.classes.update(data, label_probs, hyper, params)}
+        log_lik = workers.log_lik(data, params)
+        log_q, evidence = label_posterior(data, log_lik, spec.classes.log_prior(data, params, hyper))
+        likelihood = (mean_annotation_likelihood(data, log_lik, jnp.exp(log_q)) if soft
+                      else jnp.nan)
+    else:
+        stats = annotation_sum(workers.statistics, data, label_probs, mesh=mesh)
+        params = {**params, **workers.from_statistics(stats, hyper, params)}
+        params = {**params, **spec.classes.update(data, label_probs, hyper, params)}
+        zero = jnp.zeros((data.n_items, data.n_classes), jnp.float32)
+        item_ll = annotation_sum(
+            lambda d, p, acc: acc.at[d.item].add(workers.log_lik(d, p) * d.weight[:, None]),
+            data, (params, zero), mesh=mesh, accumulate=True)
+        log_q, evidence = label_posterior(
+            data, None, spec.classes.log_prior(data, params, hyper), item_log_lik=item_ll)
+        likelihood = (workers.expected_likelihood(stats, params)
+                      / jnp.maximum(data.weight.sum(), 1.0)) if soft else jnp.nan
     objective = (
-        evidence.sum() + spec.workers.objective(params, hyper) + spec.classes.objective(params, hyper)
+        evidence.sum() + workers.objective(params, hyper) + spec.classes.objective(params, hyper)
     )
-    likelihood = mean_annotation_likelihood(data, log_lik, jnp.exp(log_q)) if soft else jnp.nan
     return params, log_q, objective, likelihood
 
 
-@partial(jax.jit, static_argnames=("spec", "max_iter", "stop", "callback"))
 def run(
     spec: Spec,
     data: CrowdData,
@@ -105,12 +136,21 @@ def run(
     """Iterate from the label distribution ``init_probs`` (N, K); returns the final state.
 
     ``callback(iteration, objective)``, if given, is called on the host after every iteration
-    (progress bars); it costs a device-host round trip per iteration.
+    (progress bars); it costs a device-host round trip per iteration.  When ``data`` is sharded
+    over a mesh of devices (:func:`crowdinfer.distributed.data_mesh`), the annotation sums run per
+    device and are combined by collectives.
     """
     if stop not in STOP_RULES:
         raise ValueError(f"stop must be one of {STOP_RULES}, got {stop!r}")
     if max_iter < 1:
         raise ValueError("max_iter must be at least 1")
+    return _run(spec, data, hyper, init_probs, max_iter=max_iter, tol=tol, stop=stop,
+                callback=callback, mesh=data_mesh(data))
+
+
+@partial(jax.jit, static_argnames=("spec", "max_iter", "stop", "callback", "mesh"))
+def _run(spec: Spec, data: CrowdData, hyper: dict, init_probs: jax.Array, *, max_iter: int,
+         tol: float, stop: str, callback: Callable | None, mesh) -> State:
     n_annotations = jnp.maximum(data.weight.sum(), 1.0)
 
     def report(state):
@@ -119,7 +159,7 @@ def run(
 
     params = {**spec.workers.init(data, hyper), **spec.classes.init(data, hyper)}
     soft = stop == "soft"
-    params, log_q, objective, likelihood = _iterate(spec, data, hyper, params, init_probs, soft)
+    params, log_q, objective, likelihood = _iterate(spec, data, hyper, params, init_probs, soft, mesh)
     same = jnp.all(jnp.argmax(log_q, -1) == jnp.argmax(init_probs, -1))
     history = jnp.full((max_iter,), jnp.nan, dtype=objective.dtype).at[0].set(objective)
     converged = same if stop == "hard" else jnp.bool_(False)
@@ -131,7 +171,7 @@ def run(
 
     def body(state: State):
         params, log_q, objective, likelihood = _iterate(
-            spec, data, hyper, state.params, jnp.exp(state.log_q), soft
+            spec, data, hyper, state.params, jnp.exp(state.log_q), soft, mesh
         )
         if stop == "soft":
             done = jnp.abs(likelihood - state.likelihood) < tol
