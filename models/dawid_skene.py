@@ -67,21 +67,31 @@ def _init(data, hyper):
     return {"confusion": jnp.full((data.n_workers, k, k), 1.0 / k)}
 
 
+def _map_from_counts(counts, hyper, params):
+    return {"confusion": dirichlet_map(counts, hyper["confusion"] - 1.0)}
+
+
 MAP = WorkerPart(
     init=_init,
-    update=lambda data, q, hyper, params: {
-        "confusion": dirichlet_map(expected_confusion_counts(data, q), hyper["confusion"] - 1.0)
-    },
+    update=lambda data, q, hyper, params: _map_from_counts(
+        expected_confusion_counts(data, q), hyper, params),
     log_lik=lambda data, params: gather_log_confusion(data, jnp.log(params["confusion"])),
     objective=lambda params, hyper: confusion_distribution(hyper, params["confusion"].shape[0])
     .log_prob(params["confusion"])
     .sum(),
     confusion=lambda params, n_classes: params["confusion"],
+    statistics=expected_confusion_counts,
+    from_statistics=_map_from_counts,
+    expected_likelihood=lambda counts, params: jnp.sum(counts * params["confusion"]),
 )
 
 
+def _vb_from_counts(counts, hyper, params):
+    return {"confusion_alpha": hyper["confusion"] + counts}
+
+
 def _vb_update(data, q, hyper, params):
-    return {"confusion_alpha": hyper["confusion"] + expected_confusion_counts(data, q)}
+    return _vb_from_counts(expected_confusion_counts(data, q), hyper, params)
 
 
 VB = WorkerPart(
@@ -98,4 +108,8 @@ VB = WorkerPart(
     ).sum(),
     confusion=lambda params, n_classes: params["confusion_alpha"]
     / params["confusion_alpha"].sum(-1, keepdims=True),
+    statistics=expected_confusion_counts,
+    from_statistics=_vb_from_counts,
+    expected_likelihood=lambda counts, params: jnp.sum(
+        counts * jnp.exp(class_prior.dirichlet_expected_log(params["confusion_alpha"]))),
 )
