@@ -12,24 +12,27 @@ One machine.  On a GPU/TPU host the devices are the accelerators.  On a CPU host
 device unless ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` is set before JAX starts; the
 ``crowdinfer`` command sets it to the number of cores, so its scatter-adds run on every core.
 
-Several processes (several hosts, or several processes on one host).  Call :func:`initialize` in
-every process before anything else touches JAX; then every process loads the same annotations and
-runs the same ``crowdinfer.fit`` call.  :meth:`Annotations.to_device` shards the annotation axis over
-the global mesh (all processes' devices), each process keeps only its own shard on its devices, and
-the sums are all-reduced across processes (CPU: gloo over TCP; GPU: NCCL; TPU: ICI).  The results
-(labels, confusions) are replicated, so every process gets the whole posterior.  Example, 2 hosts
-with 8 GPUs each, under SLURM (``jax.distributed.initialize()`` reads SLURM's variables)::
+Several processes (several hosts, or several processes on one host).  Start JAX's multi-process
+runtime in every process *before importing crowdinfer* (importing it already computes with JAX);
+then every process loads the same annotations and runs the same ``crowdinfer.fit`` call.
+:meth:`Annotations.to_device` shards the annotation axis over the global mesh (all processes'
+devices), each process keeps only its own shard on its devices, and the sums are all-reduced
+across processes (CPU: gloo over TCP; GPU: NCCL; TPU: ICI).  The results (labels, confusions) are
+replicated, so every process gets the whole posterior.  ``fit_big.py``::
+
+    import jax
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU hosts only
+    jax.distributed.initialize()  # reads SLURM / Open MPI / Cloud TPU variables, or pass them
+    import crowdinfer as ci
+    post = ci.fit(ci.Annotations.from_csv("annotations.csv"))
+
+Under SLURM, 2 hosts with 8 GPUs each (one process per host sees its 8 GPUs)::
 
     srun --nodes=2 --ntasks-per-node=1 --gpus-per-node=8 python fit_big.py
 
-and by hand, torchrun-style, one process per host::
-
-    # host 0                                         # host 1
-    CROWDINFER_COORDINATOR=host0:1234 \\             CROWDINFER_COORDINATOR=host0:1234 \\
-    CROWDINFER_NUM_PROCESSES=2 \\                    CROWDINFER_NUM_PROCESSES=2 \\
-    CROWDINFER_PROCESS_ID=0 python fit_big.py        CROWDINFER_PROCESS_ID=1 python fit_big.py
-
-where ``fit_big.py`` is ``crowdinfer.distributed.initialize(); post = crowdinfer.fit(ann)``.
+By hand, torchrun-style, one process per host: pass ``coordinator_address="host0:1234",
+num_processes=2, process_id=0`` (1 on the second host) to ``jax.distributed.initialize``.
+``tests/test_multiprocess.py`` runs 2 such processes on 127.0.0.1, 2 CPU devices each.
 """
 from __future__ import annotations
 
@@ -42,7 +45,7 @@ import numpy as np
 from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-__all__ = ["annotation_sharding", "use_all_cpu_cores", "initialize", "data_mesh", "annotation_sum",
+__all__ = ["annotation_sharding", "use_all_cpu_cores", "data_mesh", "annotation_sum",
            "CHUNK_BYTES"]
 
 AXIS = "annotations"
@@ -58,27 +61,6 @@ def annotation_sharding(devices=None) -> NamedSharding | None:
     if len(devices) < 2:
         return None
     return NamedSharding(Mesh(np.asarray(devices), (AXIS,)), PartitionSpec(AXIS))
-
-
-def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
-               process_id: int | None = None, **kwargs) -> None:
-    """Start JAX's multi-process runtime (``jax.distributed.initialize``) before any other use of
-    JAX.  Arguments default to ``CROWDINFER_COORDINATOR`` / ``CROWDINFER_NUM_PROCESSES`` /
-    ``CROWDINFER_PROCESS_ID``, else to what JAX detects (SLURM, Open MPI, Cloud TPU, ...).  On CPU
-    the collectives go through gloo."""
-    env = os.environ
-    coordinator_address = coordinator_address or env.get("CROWDINFER_COORDINATOR")
-    if num_processes is None and "CROWDINFER_NUM_PROCESSES" in env:
-        num_processes = int(env["CROWDINFER_NUM_PROCESSES"])
-    if process_id is None and "CROWDINFER_PROCESS_ID" in env:
-        process_id = int(env["CROWDINFER_PROCESS_ID"])
-    if num_processes is not None and num_processes < 1:
-        raise ValueError(f"num_processes must be >= 1, got {num_processes}")
-    if process_id is not None and num_processes is not None and not 0 <= process_id < num_processes:
-        raise ValueError(f"process_id must lie in 0..{num_processes - 1}, got {process_id}")
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(coordinator_address=coordinator_address,
-                               num_processes=num_processes, process_id=process_id, **kwargs)
 
 
 def data_mesh(data) -> Mesh | None:
@@ -115,12 +97,13 @@ def _chunked(add: Callable, data, extra, init, max_rows: int):
 
 
 def annotation_sum(fn: Callable, data, extra, *, mesh: Mesh | None = None, accumulate=False,
-                   chunk_bytes: int = CHUNK_BYTES):
+                   chunk_bytes: int | None = None):
     """``fn(data, extra)`` -- a pytree of sums over the annotations of ``data`` -- computed chunk by
     chunk over the annotation axis and, when ``mesh`` is given, per device and combined by ``psum``.
 
     With ``accumulate=True``, ``fn(data, extra, acc)`` adds its sums into ``acc`` (pass the zero
     accumulator as ``extra[1]``): no per-chunk copy of a large result such as an (N, K) array.
+    ``chunk_bytes`` defaults to :data:`CHUNK_BYTES` (read at trace time).
     """
     k = data.n_classes
 
@@ -135,6 +118,7 @@ def annotation_sum(fn: Callable, data, extra, *, mesh: Mesh | None = None, accum
         def add(d, e, acc):
             return jax.tree.map(jnp.add, acc, fn(d, e))
 
+    chunk_bytes = CHUNK_BYTES if chunk_bytes is None else chunk_bytes
     max_rows = max(chunk_bytes // (4 * k), 1024)
     if mesh is None:
         return _chunked(add, data, extra, zero, max_rows)

@@ -43,3 +43,29 @@ def test_two_devices_give_the_single_device_answer(dataset):
 def test_single_device_data_is_not_sharded():
     data = ci.datasets.synthetic(n_items=100, n_workers=5, seed=0).annotations.to_device()
     assert len(data.item.sharding.device_set) == 1
+
+
+def test_chunked_annotation_sums_give_the_one_piece_answer(monkeypatch):
+    """Above CHUNK_BYTES of (rows, K) intermediates the loop sums the annotations chunk by chunk
+    (lax.scan); the posterior is the one-piece posterior."""
+    import jax
+
+    from crowdinfer import distributed
+    from crowdinfer.models import majority_vote
+    from crowdinfer.ops import expected_confusion_counts
+
+    ann = ci.datasets.synthetic(n_items=3000, n_workers=30, n_classes=3, annotations_per_item=7,
+                                seed=2).annotations
+    data = ann.to_device()
+    q = majority_vote.soft(data)
+    assert distributed._n_chunks(data.item.shape[0], 1024) > 20
+    whole = expected_confusion_counts(data, q)
+    chunked = distributed.annotation_sum(expected_confusion_counts, data, q, chunk_bytes=1024 * 12)
+    np.testing.assert_allclose(chunked, whole, rtol=1e-5)
+    one_piece = ci.fit(ann, stop="objective", tol=0.0, max_iter=15)
+    monkeypatch.setattr(distributed, "CHUNK_BYTES", 1024 * 12)  # 1024-row chunks
+    jax.clear_caches()
+    in_chunks = ci.fit(ann, stop="objective", tol=0.0, max_iter=15)
+    jax.clear_caches()
+    np.testing.assert_allclose(in_chunks.label_probs, one_piece.label_probs, atol=1e-5)
+    np.testing.assert_allclose(in_chunks.history, one_piece.history, rtol=1e-5)
