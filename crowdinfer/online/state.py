@@ -17,7 +17,7 @@ from crowdinfer.annotations import CrowdData, capacity_bucket
 
 from .config import OnlineConfig
 
-__all__ = ["Task", "State", "Receipt", "make_task", "init", "ingest", "answered_by"]
+__all__ = ["Task", "State", "Receipt", "make_task", "init", "ingest", "answered_by", "grow_workers"]
 
 WORD = 32  # workers per word of the answered-bitmask
 INITIAL_ROWS = 1 << 18  # largest initial annotation buffer (then it doubles when full)
@@ -128,6 +128,11 @@ def _learner_init(config: OnlineConfig, task: Task):
     }
 
 
+def _initial_confusion(k: int) -> jax.Array:
+    """A new worker's confusion before any update: accuracy 0.7, errors spread evenly."""
+    return jnp.eye(k) * 0.7 + (1 - jnp.eye(k)) * 0.3 / (k - 1)
+
+
 def init(config: OnlineConfig, task: Task, capacity: Optional[int] = None) -> State:
     """The state before any annotation: uniform posteriors, every item unfinished."""
     n, m, k = task.n_items, task.n_workers, config.n_classes
@@ -146,7 +151,7 @@ def init(config: OnlineConfig, task: Task, capacity: Optional[int] = None) -> St
         item_count=jnp.zeros(n, jnp.int32),
         worker_count=jnp.zeros(m, jnp.int32),
         log_q=uniform,
-        confusion=jnp.broadcast_to(jnp.eye(k) * 0.7 + (1 - jnp.eye(k)) * 0.3 / (k - 1), (m, k, k)),
+        confusion=jnp.broadcast_to(_initial_confusion(k), (m, k, k)),
         counts=jnp.zeros((m, k, k), jnp.float32),
         class_prior=jnp.full((k,), 1.0 / k, jnp.float32),
         prior_logits=jnp.zeros((n, k), jnp.float32),
@@ -211,6 +216,26 @@ def _grow(state: State, needed: int) -> State:
     data = CrowdData(pad(d.item), pad(d.worker), pad(d.label), pad(d.weight),
                      d.n_items, d.n_workers, d.n_classes)
     return state._replace(data=data)
+
+
+def grow_workers(state: State, n_workers: int) -> State:
+    """Room for ``n_workers`` workers (new annotators joining a run): the worker axes are padded,
+    new workers start at the prior, with no answers; nothing else changes."""
+    m = state.worker_count.shape[0]
+    extra = int(n_workers) - m
+    if extra <= 0:
+        return state
+    k = state.confusion.shape[-1]
+    words = -(-int(n_workers) // WORD) - state.answered.shape[1]
+    d = state.data
+    return state._replace(
+        data=CrowdData(d.item, d.worker, d.label, d.weight, d.n_items, int(n_workers), d.n_classes),
+        answered=jnp.pad(state.answered, ((0, 0), (0, words))),
+        worker_count=jnp.pad(state.worker_count, (0, extra)),
+        confusion=jnp.concatenate([state.confusion,
+                                   jnp.broadcast_to(_initial_confusion(k), (extra, k, k)).astype(state.confusion.dtype)]),
+        counts=jnp.pad(state.counts, ((0, extra), (0, 0), (0, 0))),
+    )
 
 
 def _padded_size(n: int) -> int:

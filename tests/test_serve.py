@@ -1,0 +1,169 @@
+"""The labelling server and the durability of its session: one writer per project, foreign and
+truncated ledgers refused, named checkpoints, new workers joining, and the HTTP application."""
+import hashlib
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from crowdinfer import online
+from crowdinfer.online.session import Session, SessionError, load_checkpoint
+
+K = 3
+
+
+def _task(n=12, m=8):
+    return online.make_task(n, m)
+
+
+def _digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# -- the session -----------------------------------------------------------------------------------
+def test_second_process_on_the_same_folder_is_refused(tmp_path):
+    cfg = online.preset("ds_model", K)
+    sess = Session(cfg, _task(), tmp_path)
+    script = textwrap.dedent(f"""
+        from crowdinfer import online
+        from crowdinfer.online.session import Session, SessionError
+        try:
+            Session(online.preset("ds_model", {K}), online.make_task(12, 8), {str(tmp_path)!r})
+        except SessionError as err:
+            print("REFUSED", err)
+    """)
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert f"REFUSED {tmp_path} is in use by another process (pid {os.getpid()})" in out.stdout, out.stderr
+    sess.close()
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert "REFUSED" not in out.stdout and out.returncode == 0, out.stderr
+
+
+def test_newest_session_in_a_process_takes_over(tmp_path):
+    cfg = online.preset("ds_model", K)
+    old = Session(cfg, _task(), tmp_path)
+    new = Session(cfg, _task(), tmp_path)
+    with pytest.raises(SessionError, match="superseded"):
+        old.submit([0], [0], [1])
+    assert new.submit([0], [0], [1]).n_accepted == 1
+
+
+@pytest.mark.parametrize("kind", ["table", "text", "wal"])
+def test_foreign_database_is_left_byte_identical(tmp_path, kind):
+    path = tmp_path / "ledger.sqlite"
+    if kind == "text":
+        path.write_text("item,worker,label\n1,2,3\n")
+    else:
+        db = sqlite3.connect(path)
+        if kind == "wal":
+            db.execute("PRAGMA journal_mode=WAL")
+        # the user's own table, even with our table's name and columns
+        db.execute("CREATE TABLE annotations (seq INTEGER PRIMARY KEY, item INT, worker INT, "
+                   "label INT, step INT, received REAL)" if kind == "wal" else
+                   "CREATE TABLE annotations (id INTEGER PRIMARY KEY, text TEXT)")
+        db.execute("INSERT INTO annotations VALUES (1, 1, 1, 1, 1, 1.0)" if kind == "wal" else
+                   "INSERT INTO annotations VALUES (1, 'mine')")
+        db.commit()
+        db.close()
+    before = _digest(path)
+    listing = sorted(os.listdir(tmp_path))
+    with pytest.raises(SessionError, match="untouched"):
+        Session(online.preset("ds_model", K), _task(), tmp_path)
+    assert _digest(path) == before
+    assert sorted(f for f in os.listdir(tmp_path) if f != "lock") == listing
+
+
+def test_missing_or_truncated_ledger_with_a_checkpoint_is_refused(tmp_path):
+    cfg = online.preset("ds_model", K)
+    sess = Session(cfg, _task(), tmp_path)
+    rng = np.random.default_rng(0)
+    for j in range(8):
+        sess.submit(np.arange(12), np.full(12, j), rng.integers(0, K, 12))
+    sess.update()
+    sess.close()
+    ledger = tmp_path / "ledger.sqlite"
+    data = ledger.read_bytes()
+    ledger.write_bytes(data[: len(data) // 2])
+    with pytest.raises(SessionError, match="ledger.sqlite is truncated"):
+        Session(cfg, _task(), tmp_path)
+    ledger.write_bytes(b"")
+    with pytest.raises(SessionError, match="missing or empty: the answers it records are gone"):
+        Session(cfg, _task(), tmp_path)
+    ledger.unlink()
+    with pytest.raises(SessionError, match="missing or empty"):
+        Session(cfg, _task(), tmp_path)
+    assert not ledger.exists()  # refused before creating anything
+
+
+def test_a_ledger_shorter_than_its_checkpoint_is_refused(tmp_path):
+    cfg = online.preset("ds_model", K)
+    a = Session(cfg, _task(), tmp_path / "a")
+    a.submit([0, 1], [0, 0], [1, 2])
+    a.close()
+    b = Session(cfg, _task(), tmp_path / "b")
+    b.submit([0, 1, 2, 3], [0, 0, 0, 0], [1, 2, 0, 0])
+    b.update()
+    b.close()
+    # a checkpoint of 4 rows next to a ledger of 2 (e.g. an old backup restored)
+    os.replace(tmp_path / "b" / "checkpoint.npz", tmp_path / "a" / "checkpoint.npz")
+    with pytest.raises(SessionError, match="another ledger|truncated"):
+        Session(cfg, _task(), tmp_path / "a")
+
+
+def test_checkpoint_is_stored_by_name(tmp_path):
+    cfg = online.preset("ds_model", K)
+    sess = Session(cfg, _task(), tmp_path)
+    sess.submit([0, 1, 2], [0, 1, 2], [1, 1, 2])
+    sess.update()
+    sess.close()
+    with np.load(tmp_path / "checkpoint.npz") as z:
+        names = set(z.files)
+    assert {"data.item", "log_q", "confusion", "answered", "step"} <= names
+    assert not any(n.startswith("leaf_") for n in names)
+    template = online.init(cfg, _task())
+    state, meta = load_checkpoint(tmp_path / "checkpoint.npz", template)
+    assert int(state.n_annotations) == 3 and meta["ledger_seq"] == 3
+    # a changed state layout: a clear error, not a silent misassignment
+    with np.load(tmp_path / "checkpoint.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["log_prior"] = arrays.pop("log_q")
+    np.savez(tmp_path / "renamed.npz", **arrays)
+    with pytest.raises(SessionError, match=r"missing fields \['log_q'\], unexpected fields \['log_prior'\]"):
+        load_checkpoint(tmp_path / "renamed.npz", template)
+    arrays["log_q"] = arrays.pop("log_prior").astype(np.float64)
+    np.savez(tmp_path / "retyped.npz", **arrays)
+    with pytest.raises(SessionError, match="field log_q is float64"):
+        load_checkpoint(tmp_path / "retyped.npz", template)
+    legacy = {f"leaf_{i}": a for i, a in enumerate(arrays.values())}
+    np.savez(tmp_path / "legacy.npz", meta=np.zeros(2, np.uint8), **legacy)
+    with pytest.raises(SessionError, match="by position"):
+        load_checkpoint(tmp_path / "legacy.npz", template)
+
+
+def test_workers_join_by_string_id_and_the_state_grows(tmp_path):
+    cfg = online.preset("ds_model", K)
+    items = [f"img-{i}" for i in range(12)]
+    sess = Session(cfg, _task(m=2), tmp_path, item_ids=items, worker_ids=[])
+    codes = [sess.add_worker(f"annotator-{j}") for j in range(5)]
+    assert codes == [0, 1, 2, 3, 4] and sess.add_worker("annotator-3") == 3
+    receipt = sess.record([0, 1, 0], [0, 4, 0], [1, 2, 2])
+    assert receipt.accepted.tolist() == [True, True, False]
+    assert "duplicate" in receipt.reasons[2]
+    record = sess.update()
+    assert record["annotations"] == 2 and sess.state.confusion.shape[0] >= 5
+    sess.record([3], [4], [0])  # recorded, not yet in the state
+    sess.close()
+    again = Session(cfg, _task(m=2), tmp_path, item_ids=items, worker_ids=[])
+    assert again.worker_ids == [f"annotator-{j}" for j in range(5)]
+    assert int(again.state.n_annotations) == 3 and again.pending == 1
+    assert again.item_index["img-3"] == 3
+    with pytest.raises(ValueError, match="over other items"):
+        Session(cfg, _task(m=2), tmp_path, item_ids=items[::-1], worker_ids=[])
