@@ -1,11 +1,13 @@
 """The labelling server and the durability of its session: one writer per project, foreign and
 truncated ledgers refused, named checkpoints, new workers joining, and the HTTP application."""
 import hashlib
+import io
 import os
 import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pandas as pd
@@ -167,3 +169,129 @@ def test_workers_join_by_string_id_and_the_state_grows(tmp_path):
     assert again.item_index["img-3"] == 3
     with pytest.raises(ValueError, match="over other items"):
         Session(cfg, _task(m=2), tmp_path, item_ids=items[::-1], worker_ids=[])
+
+
+# -- the HTTP application --------------------------------------------------------------------------
+CLASSES = ["cat", "dog", "bird"]
+
+
+def _items(tmp_path, n=12):
+    truth = {f"t{i:02d}": CLASSES[i % 3] for i in range(n)}
+    pd.DataFrame({"item": list(truth), "text": [f"a picture of a {c}" for c in truth.values()]}) \
+        .to_csv(tmp_path / "items.csv", index=False)
+    return truth
+
+
+@pytest.fixture()
+def served(tmp_path):
+    from starlette.testclient import TestClient
+
+    from crowdinfer.serve import Project, create_app, create_project
+
+    truth = _items(tmp_path)
+    spec = create_project(tmp_path / "proj", tmp_path / "items.csv", CLASSES, update_every=4,
+                          annotators=["alice", "bob", "carol"])
+    project = Project(tmp_path / "proj", update_interval=0.2)
+    with TestClient(create_app(project)) as client:
+        yield client, project, spec, truth
+
+
+def _answer_all(client, token, truth, wrong=()):
+    """Answer every item this annotator is given (truthfully, except items in ``wrong``)."""
+    h = {"X-Token": token}
+    given = []
+    r = client.get("/api/next", headers=h)
+    nxt = r.json()
+    while nxt["item"] is not None:
+        item = nxt["item"]
+        given.append(item)
+        label = CLASSES[(CLASSES.index(truth[item]) + 1) % 3] if item in wrong else truth[item]
+        r = client.post("/api/answer", headers=h, json={"item": item, "label": label})
+        assert r.status_code == 200, r.text
+        nxt = r.json()["next"]
+    return given, nxt
+
+
+def test_a_small_project_to_completion(served):
+    client, project, spec, truth = served
+    tokens = project.tokens
+    wrong = {"t00", "t05"}
+    for name in ("alice", "bob", "carol"):
+        given, last = _answer_all(client, tokens[name], truth, wrong if name == "carol" else ())
+        assert len(given) == len(set(given))  # never the same item twice to one annotator
+    # the updater catches up; the loop then finds every item finished or at its cap
+    for _ in range(100):
+        if project.stopped:
+            break
+        time.sleep(0.1)
+    assert project.stopped == "every item is finished or has reached the per-item cap"
+    assert client.get("/api/next", headers={"X-Token": tokens["alice"]}).json()["finished"]
+    ledger = project.session.ledger.read()
+    assert len(ledger) == project.answers_total
+    assert not ledger.duplicated(["item", "worker"]).any()
+    assert ledger.groupby("item").size().max() <= 3
+    r = client.get("/api/labels.csv", headers={"X-Token": spec["requester_token"]})
+    labels = pd.read_csv(io.StringIO(r.text))
+    assert (labels["label"] == labels["item"].map(truth)).all()  # carol's two slips are outvoted
+    skills = pd.read_csv(io.StringIO(client.get(
+        "/api/skills.csv", params={"token": spec["requester_token"]}).text))
+    assert skills.set_index("worker").loc["carol", "answers"] == 12
+    assert skills.set_index("worker").loc["carol", "accuracy"] < skills.set_index("worker").loc["alice", "accuracy"]
+    board = client.get("/api/dashboard", headers={"X-Token": spec["requester_token"]}).json()
+    assert board["finished"] == labels["finished"].sum() >= 10
+    assert (labels.loc[~labels["finished"], "annotations"] == 3).all()  # the rest is at the cap
+    assert board["answers"] == len(ledger) and len(board["history"]) >= 2
+    assert len(board["confusions"]) == 3 and len(board["confusions"][0]) == 3
+
+
+def test_bad_requests_get_a_clear_4xx_and_lose_nothing(served):
+    client, project, spec, truth = served
+    alice = {"X-Token": project.tokens["alice"]}
+    item = client.get("/api/next", headers=alice).json()["item"]
+    cases = [
+        ({}, {"item": item, "label": "cat"}, 401, "missing token"),
+        ({"X-Token": "nope"}, {"item": item, "label": "cat"}, 403, "unknown annotator token"),
+        (alice, {"item": "zz-missing", "label": "cat"}, 404, "unknown item 'zz-missing'"),
+        (alice, {"item": item, "label": "horse"}, 422, "label 'horse' is not one of the classes"),
+        (alice, {"item": item, "label": 3}, 422, "label index 3 outside 0..2"),
+        (alice, {"item": item}, 400, "the body must be JSON"),
+    ]
+    for headers, body, status, message in cases:
+        r = client.post("/api/answer", headers=headers, json=body)
+        assert r.status_code == status and message in r.json()["error"], (body, r.text)
+    r = client.post("/api/answer", headers=alice, content=b"not json")
+    assert r.status_code == 400
+    assert len(project.session.ledger.read()) == 0  # nothing was recorded
+    ok = client.post("/api/answer", headers=alice, json={"item": item, "label": truth[item]})
+    assert ok.status_code == 200
+    again = client.post("/api/answer", headers=alice, json={"item": item, "label": "dog"})
+    assert again.status_code == 409 and "alice already answered item" in again.json()["error"]
+    led = project.session.ledger.read()
+    assert len(led) == 1 and led["label"].tolist() == [CLASSES.index(truth[item])]
+
+
+def test_tokens_keep_annotators_off_the_dashboard(served):
+    client, project, spec, truth = served
+    alice = {"X-Token": project.tokens["alice"]}
+    for path in ("/api/dashboard", "/api/labels.csv", "/api/skills.csv"):
+        assert client.get(path, headers=alice).status_code == 403
+        assert client.get(path).status_code == 401
+    assert client.post("/api/stop", headers=alice).status_code == 403
+    assert client.post("/api/annotators", headers=alice, json={"id": "mallory"}).status_code == 403
+    assert client.get(f"/r/{project.tokens['alice']}").status_code == 403
+    assert client.get(f"/a/{spec['requester_token']}").status_code == 403
+    assert client.get(f"/a/{project.tokens['alice']}").status_code == 200
+    # what an annotator receives never carries others' answers or the model's guesses
+    client.post("/api/answer", headers={"X-Token": project.tokens["bob"]},
+                json={"item": "t01", "label": "dog"})
+    body = client.get("/api/next", headers=alice).json()
+    assert set(body) <= {"worker", "classes", "item", "kind", "text", "src", "answered",
+                         "finished", "message"}
+    # a new annotator joins through the requester, and can work at once
+    req = {"X-Token": spec["requester_token"]}
+    new = client.post("/api/annotators", headers=req, json={"id": "dave"}).json()
+    assert new["link"] == f"/a/{new['token']}"
+    first = client.get("/api/next", headers={"X-Token": new["token"]}).json()
+    assert first["worker"] == "dave" and first["item"] in truth
+    assert client.post("/api/stop", headers=req).json()["stopped"] == "stopped by the requester"
+    assert client.get("/api/next", headers=alice).json()["finished"]

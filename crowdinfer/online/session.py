@@ -176,10 +176,12 @@ class Ledger:
     def read(self, after: int = 0) -> pd.DataFrame:
         """Rows with ``seq > after`` in ledger order."""
         with self.lock:
-            return pd.read_sql_query(
+            rows = pd.read_sql_query(
                 "SELECT seq, item, worker, label, step, received FROM annotations WHERE seq > ? "
                 "ORDER BY seq", self.db, params=(int(after),),
             )
+        return rows.astype({c: np.int64 for c in ("seq", "item", "worker", "label", "step")} |
+                           {"received": np.float64})
 
     def last_seq(self) -> int:
         with self.lock:
