@@ -8,9 +8,14 @@
     label_probs  (chain, draw, item, class)        p(y_i | Z_i, parameters of the draw)
 
 Where the draws come from depends on the engine (``idata.posterior.attrs["draws"]`` says which):
-NUTS -- its own draws; VB -- the variational posterior ``q(theta) q(pi)``; EM -- the conditional
-posterior of the parameters given the EM label posterior, ``Dirichlet(alpha + expected counts)``
-(for one-coin, ``Beta``), which shows how much data stands behind each estimate.
+NUTS -- its own draws; VB -- the variational posterior ``q(theta) q(pi)``; every point estimate
+(EM, SVI, GLAD, majority vote and any model added later) -- the conditional posterior of the
+confusions given its label posterior, ``Dirichlet(alpha + expected counts)`` (for one-coin,
+``Beta``; ``alpha`` the model's prior, 1 where it has none), which shows how much data stands behind
+each estimate.  For models that are not confusion models (GLAD, majority vote) the draws and their
+``label_probs`` are the Dawid-Skene view of the fitted labels.  Only NUTS draws are MCMC
+(``attrs["mcmc"] == 1``): r-hat and ESS mean something only for them (``Posterior.diagnostics``);
+the others are independent draws.  ``Posterior.to_arviz`` caches the result.
 """
 from __future__ import annotations
 
@@ -57,16 +62,14 @@ def confusion_draws(posterior: Posterior, num_draws: int = 500, seed: int = 0):
         return np.asarray(conf), None if prior is None else np.asarray(prior), (
             "draws from the variational posterior q(theta) q(pi)"
         )
-    if posterior.method != "em" or not ({"confusion", "accuracy"} & set(p)):
-        raise ValueError(
-            f"posterior draws are available for the confusion models (dawid_skene, bcc, one_coin), "
-            f"not for {posterior.model}/{posterior.method}"
-        )
+    # a point estimate (EM, SVI, GLAD, majority vote, ...): the conditional posterior of the
+    # confusions given the label posterior -- the model's own Dirichlet (or, for one-coin, Beta)
+    # prior where it has one, a flat Dirichlet(1) otherwise -- plus the expected counts
     data = posterior.annotations.to_device()
     q = jnp.asarray(posterior.label_probs, jnp.float32)
     counts = expected_confusion_counts(data, q)
     k = posterior.annotations.n_classes
-    if "accuracy" in p:  # one-coin: Beta(correct + right, wrong + errors)
+    if "correct" in hyper:  # one-coin: Beta(correct + right, wrong + errors)
         right = jnp.trace(counts, axis1=1, axis2=2)
         a = hyper["correct"] + right
         b = hyper["wrong"] + counts.sum((1, 2)) - right
@@ -74,13 +77,16 @@ def confusion_draws(posterior: Posterior, num_draws: int = 500, seed: int = 0):
         eye = jnp.eye(k)
         conf = acc[..., None, None] * eye + ((1 - acc) / (k - 1))[..., None, None] * (1 - eye)
     else:
-        alpha = jnp.broadcast_to(hyper["confusion"], counts.shape) + counts
+        alpha = jnp.broadcast_to(jnp.asarray(hyper.get("confusion", 1.0), jnp.float32),
+                                 counts.shape) + counts
         conf = jax.random.dirichlet(key_c, alpha, shape + alpha.shape[:-1])
     prior = None
-    if "class_prior" in p:
-        prior = np.asarray(jax.random.dirichlet(key_p, hyper["class_concentration"] + q.sum(0), shape))
+    if posterior.class_prior is not None:
+        conc = jnp.asarray(hyper.get("class_concentration", 1.0), jnp.float32)
+        prior = np.asarray(jax.random.dirichlet(key_p, conc + q.sum(0), shape))
     return np.asarray(conf), prior, (
-        "draws from the conditional posterior of the parameters given the EM label posterior"
+        f"draws from the conditional posterior of the parameters given the "
+        f"{posterior.model}/{posterior.method} label posterior (independent draws, not MCMC)"
     )
 
 
@@ -135,6 +141,7 @@ def to_arviz(posterior: Posterior, num_draws: int = 500, seed: int = 0,
         dims={k: v for k, v in dims.items() if k in variables},
     )
     idata.posterior.attrs.update(
-        {"model": posterior.model, "method": posterior.method, "draws": source}
+        {"model": posterior.model, "method": posterior.method, "draws": source,
+         "mcmc": int(posterior.samples is not None)}  # r-hat / ESS mean something only then
     )
     return idata

@@ -63,28 +63,39 @@ def confusion_matrix(posterior: Posterior, worker=None, idata=None, ax=None, pro
     return ax
 
 
-def worker_accuracy(posterior: Posterior, idata=None, ax=None, prob: float = 0.94, top: int | None = None):
-    """Every worker's accuracy (sum_k pi_k theta[k, k]) with its credible interval, sorted; the
-    marker size grows with the number of annotations.  ``top`` keeps the busiest workers only."""
+def worker_accuracy(posterior: Posterior, idata=None, ax=None, prob: float = 0.94,
+                    top: int | None = None, worst: int | None = None):
+    """Workers' accuracy (sum_k pi_k theta[k, k]) with credible intervals, one named row per
+    worker, least accurate at the top; the marker size grows with the number of annotations.
+
+    ``worst`` keeps the N least accurate workers (by posterior mean), ``top`` the N busiest
+    (before ``worst``).  The figure grows with the rows (0.16 in each, labels in 6-8 pt), so
+    every worker id stays readable at 200 workers."""
     a = posterior.annotations
     draws = np.asarray(_idata(posterior, idata).posterior["accuracy"])
     draws = draws.reshape((-1, draws.shape[-1]))
     n = a.annotations_per_worker()
-    keep = np.arange(a.n_workers) if top is None else np.argsort(-n)[:top]
-    mean = draws.mean(0)[keep]
-    lo, hi = _interval(draws[:, keep], prob)
-    order = np.argsort(mean)
-    ax = _axes(ax, (8, 4))
-    x = np.arange(len(keep))
-    ax.vlines(x, lo[order], hi[order], color="tab:blue", alpha=0.4, lw=1.5)
-    size = 8 + 40 * np.sqrt(n[keep][order] / max(n.max(), 1))
-    ax.scatter(x, mean[order], s=size, color="tab:blue", zorder=3)
-    ax.axhline(1.0 / a.n_classes, color="grey", ls="--", lw=1, label="chance")
-    ax.set_xlabel("workers, sorted by estimated accuracy")
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(0, 1.02)
-    ax.set_title(f"{len(keep)} workers: posterior mean and {prob:.0%} interval "
-                 f"({posterior.model}/{posterior.method})")
+    keep = np.arange(a.n_workers) if top is None else np.argsort(-n, kind="stable")[:top]
+    mean_all = draws.mean(0)
+    order = keep[np.argsort(mean_all[keep], kind="stable")]
+    if worst is not None:
+        order = order[:worst]
+    mean = mean_all[order]
+    lo, hi = _interval(draws[:, order], prob)
+    rows = len(order)
+    ax = _axes(ax, (7.5, max(3.0, 0.16 * rows + 1.4)))
+    y = np.arange(rows)
+    ax.hlines(y, lo, hi, color="tab:blue", alpha=0.45, lw=1.5)
+    size = 8 + 40 * np.sqrt(n[order] / max(n.max(), 1))
+    ax.scatter(mean, y, s=size, color="tab:blue", zorder=3)
+    ax.axvline(1.0 / a.n_classes, color="grey", ls="--", lw=1, label="chance")
+    ax.set_yticks(y, [str(w) for w in a.worker_ids[order]], fontsize=8 if rows <= 60 else 6)
+    ax.set_ylim(rows - 0.5, -0.5)  # least accurate at the top
+    ax.set_xlim(0, 1.02)
+    ax.set_xlabel(f"accuracy: posterior mean and {prob:.0%} interval")
+    ax.set_ylabel("worker")
+    which = f"the {rows} least accurate of {a.n_workers}" if rows < len(keep) else f"{rows}"
+    ax.set_title(f"{which} workers ({posterior.model}/{posterior.method})")
     ax.legend(loc="lower right")
     return ax
 

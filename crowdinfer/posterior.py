@@ -63,6 +63,8 @@ class Posterior:
     samples: dict | None = None  # MCMC draws, each (chains, draws, ...)
     diagnostics: dict | None = None  # MCMC: max r_hat and min ESS per site
     classifier: dict | None = None  # learned label prior: hidden, params, feature mean/std
+    _arviz: dict = dataclasses.field(default_factory=dict, init=False, repr=False)  # to_arviz cache
+    selection: dict | None = None  # fit's default: candidates, held-out scores, chosen model
     gold_used: np.ndarray | None = None  # (N,) bool: items clamped to their gold label in training
 
     def __post_init__(self):
@@ -190,10 +192,17 @@ class Posterior:
 
     # ------------------------------------------------------------ diagnostics
     def to_arviz(self, num_draws: int = 500, seed: int = 0, label_probs: bool = True):
-        """An ``arviz.InferenceData`` of worker-confusion draws (see :mod:`crowdinfer.diagnostics`)."""
+        """An ``arviz.InferenceData`` of worker-confusion draws (see :mod:`crowdinfer.diagnostics`)
+        for every model and engine.  Computed once per ``(num_draws, seed)`` and cached: the plots
+        and later calls reuse it (one with ``label_probs`` serves calls without)."""
+        cached = self._arviz.get((num_draws, seed))
+        if cached is not None and (not label_probs or "label_probs" in cached.posterior):
+            return cached
         from .diagnostics import to_arviz
 
-        return to_arviz(self, num_draws=num_draws, seed=seed, label_probs=label_probs)
+        idata = to_arviz(self, num_draws=num_draws, seed=seed, label_probs=label_probs)
+        self._arviz[(num_draws, seed)] = idata
+        return idata
 
     def _check_diagonals(self) -> None:
         """Label switching shows as a pooled confusion whose diagonal does not dominate its rows."""

@@ -61,7 +61,7 @@ def test_fit_runs_every_engine_from_the_command_line(tmp_path, capsys):
     folder = ci.datasets.shared_data_dir() / "temp"
     for model, method in [("bcc", "vb"), ("dawid_skene", "svi"), ("glad", None), ("one_coin", "em")]:
         args = ["fit", str(folder / "annotations.csv"), "--model", model, "--out", str(tmp_path / "l.csv"),
-                "--gold", str(folder / "truth.csv")]
+                "--gold", str(folder / "truth.csv"), "--force"]  # the same --out each time
         if method:
             args += ["--method", method]
         assert main(args) == 0, (model, method)
@@ -97,7 +97,9 @@ def test_online_runs_resumes_and_writes_labels(tmp_path, capsys):
     truth = frame.set_index("item").label
     assert (labels.label.to_numpy() == truth.reindex(labels.item).to_numpy()).mean() > 0.9
     steps = len(pd.read_csv(tmp_path / "history.csv"))
-    assert main(args) == 0  # the same command again: resumes the finished run, asks nothing more
+    assert main(args) == 2  # the same command again would overwrite labels.csv and history.csv
+    assert capsys.readouterr().err.endswith("labels.csv exists: pass --force to overwrite it\n")
+    assert main(args + ["--force"]) == 0  # resumes the finished run, asks nothing more
     err = capsys.readouterr().err
     assert "resumed the run" in err
     assert len(pd.read_csv(tmp_path / "history.csv")) == steps
