@@ -20,6 +20,7 @@ function plot(history, items, cap) {
   g.fillText("1", 8, pad + 4); g.fillText("0", 8, pad + h);
   if (history.length === 0) { g.fillText("no update yet", pad + 10, pad + 20); return; }
   const n = history.length;
+  const t0 = history[0].time, t1 = history[n - 1].time;
   const series = [
     ["#2a7", (r) => r.finished / items],
     ["#23395b", (r) => r.expected_accuracy],
@@ -28,14 +29,15 @@ function plot(history, items, cap) {
   for (const [color, f] of series) {
     g.strokeStyle = color; g.lineWidth = 2; g.beginPath();
     history.forEach((r, i) => {
-      const x = pad + (n === 1 ? w / 2 : (i / (n - 1)) * w);
+      const x = pad + (t1 > t0 ? ((r.time - t0) / (t1 - t0)) * w : w / 2);
       const y = pad + h * (1 - Math.max(0, Math.min(1, f(r))));
       i === 0 ? g.moveTo(x, y) : g.lineTo(x, y);
     });
     g.stroke();
   }
   g.fillStyle = "#555";
-  g.fillText(`update 1 … ${history[n - 1].step}`, pad + w - 90, pad + h + 18);
+  const minutes = (t1 - t0) / 60;
+  g.fillText(`time: ${minutes < 2 ? Math.round(minutes * 60) + " s" : minutes.toFixed(1) + " min"} (${n} updates)`, pad + w - 150, pad + h + 18);
 }
 
 function matrix(name, conf, classes) {
