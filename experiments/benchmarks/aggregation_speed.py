@@ -403,7 +403,7 @@ def write_outputs(rows: list[dict], info: dict, out: Path, quick: bool, started:
     L.append(f"- date: {started} (total benchmark wall time {total_s / 60:.1f} min)")
     L.append(f"- CPU: {info['cpu']}; {info['logical_cores']} logical cores "
              f"({info['physical_cores']} physical, {info['affinity_cores']} usable); "
-             f"RAM {info['ram_gb']:.1f} GB; no GPU (JAX CPU backend)")
+             f"RAM {info['ram_gb']:.1f} GB; JAX device (chosen by JAX): {info['device']}")
     L.append(f"- {info['os']}, Python {info['python']}")
     L.append(f"- jax {info['jax']}, jaxlib {info['jaxlib']}, crowd-kit {info['crowd-kit']}, "
              f"numpy {info['numpy']}, pandas {info['pandas']}, crowdinfer {info['crowdinfer']} "

@@ -143,7 +143,8 @@ def main(argv=None) -> int:
         fh.write("# Engines: EM, VB, NUTS, SVI -- time and accuracy\n\n")
         fh.write("Run: `python experiments/benchmarks/bayes_speed.py` "
                  f"({datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, "
-                 f"{platform.machine()}, jax {jax.__version__}, devices {len(jax.devices())}, "
+                 f"{platform.machine()}, jax {jax.__version__}, device {jax.devices()[0].platform}: "
+                 f"{len(jax.devices())} x {jax.devices()[0].device_kind}, "
                  f"XLA_FLAGS {os.environ.get('XLA_FLAGS', '(unset)')}; "
                  f"{(time.perf_counter() - started) / 60:.1f} min).\n\n")
         fh.write("EM = `fit(ann)` (Dawid-Skene, MAP-EM); VB = `fit(ann, 'bcc')`; NUTS = "

@@ -53,7 +53,26 @@ def machine_info(packages=("jax", "jaxlib", "numpy")) -> dict:
         **{p: package_version(p) for p in packages},
         "commit": git_commit(),
         "xla_flags": os.environ.get("XLA_FLAGS", "(unset)"),
+        "device": device_info(),
     }
+
+
+def device_info() -> str:
+    """The devices JAX chose (a GPU/TPU when one is present, else the CPU): platform, kind, count."""
+    try:
+        import jax
+
+        devices = jax.devices()
+    except Exception as err:  # noqa: BLE001 -- a benchmark should still say why
+        return f"unknown ({err})"
+    kinds = sorted({d.device_kind for d in devices})
+    return f"{devices[0].platform}: {len(devices)} x {', '.join(kinds)}"
+
+
+def load_average() -> str:
+    """The 1/5/15-minute load averages and the core count: how busy the machine was."""
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.1f} / {five:.1f} / {fifteen:.1f} on {os.cpu_count()} cores"
 
 
 def busy_cpu_s() -> float:
