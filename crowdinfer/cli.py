@@ -63,9 +63,8 @@ def enable_compilation_cache(directory: str | os.PathLike | None = None) -> str 
 def _models_help() -> str:
     """Every model and its engines (default first), from the static catalogue (no JAX)."""
     lines = []
-    for model, engines in option_groups.catalogue().items():
-        desc = option_groups.DESCRIPTIONS.get(model, "")
-        lines.append(f"  {model:<15} engines: {', '.join(engines):<14} {desc}")
+    for model, (engines, desc) in option_groups.help_catalogue().items():
+        lines.append(f"  {model:<17} engines: {', '.join(engines):<14} {desc}")
     return "models (engines, default first):\n" + "\n".join(lines)
 
 
@@ -96,7 +95,7 @@ def _fit_parent(default_model: str | None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("model")
     g.add_argument("--model", default=default_model, metavar="MODEL",
-                   help=f"one of {', '.join(option_groups.catalogue())} (default: "
+                   help=f"one of {', '.join(option_groups.help_catalogue())} (default: "
                         f"{default_model or 'chosen by crowdinfer.fit'}; see the list below)")
     g.add_argument("--method", default=None, metavar="ENGINE",
                    help="inference engine (default: the model's own, listed first below)")
@@ -249,7 +248,7 @@ def _say(*parts) -> None:
 # ------------------------------------------------------------------ fit
 def _add_fit(sub, parents):
     p = sub.add_parser(
-        "fit", parents=parents, help="infer true labels and worker skills from annotations",
+        "fit", parents=parents, help=SUMMARIES["fit"],
         description="Infer each item's true label and each worker's skill.",
         epilog=_models_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("annotations", help="one row per annotation (columns item,worker,label)")
@@ -303,8 +302,7 @@ def safe_name(value, limit: int = 60) -> str:
 
 def _add_report(sub, parents):
     p = sub.add_parser(
-        "report", parents=parents,
-        help="fit, then write figures and tables of the worker posteriors (report.md)",
+        "report", parents=parents, help=SUMMARIES["report"],
         description="Fit, then write report.md with figures of the workers' accuracy and "
                     "confusions, the labels, the skills and a summary table.",
         epilog=_models_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -448,8 +446,7 @@ def _report_tables(args, out: Path, post, idata, figures) -> list:
 
 # ------------------------------------------------------------------ demo
 def _add_demo(sub, parents):
-    p = sub.add_parser("demo", parents=parents,
-                       help="simulate a crowd task and compare majority vote with Dawid-Skene")
+    p = sub.add_parser("demo", parents=parents, help=SUMMARIES["demo"])
     p.add_argument("--items", type=int, default=20_000)
     p.add_argument("--workers", type=int, default=200)
     p.add_argument("--classes", type=int, default=8)
@@ -460,8 +457,7 @@ def _add_demo(sub, parents):
 # ------------------------------------------------------------------ online
 def _add_online(sub, parents):
     p = sub.add_parser(
-        "online", parents=parents,
-        help="run the online annotation loop (seed 000, Algorithm 1) with simulated workers",
+        "online", parents=parents, help=SUMMARIES["online"],
         description="Annotate the items of FEATURES.csv (columns: item, label = the true class used "
         "by the simulated workers and for scoring, then numeric feature columns) with simulated "
         "workers.  With --dir the run keeps an append-only ledger and checkpoints there, and "
@@ -648,20 +644,41 @@ def _cmd_demo(args) -> int:
 
 # ------------------------------------------------------------------ main
 #: name -> (add the subcommand's parser: f(subparsers, parents), run it: f(args) -> exit status).
-#: A new subcommand registers here; it gets the shared input flags through ``parents``.
+#: A new subcommand registers here with a line in :data:`SUMMARIES`; it gets the shared input flags
+#: through ``parents``.  Only the command being run has its parser built (the others are listed by
+#: their summary), so a command whose module is heavy does not slow down the others' ``--help``.
 COMMANDS: dict = {
     "fit": (lambda sub, parents: _add_fit(sub, parents + [_fit_parent(None)]), _cmd_fit),
     "report": (lambda sub, parents: _add_report(sub, parents + [_fit_parent("bcc")]), _cmd_report),
     "demo": (_add_demo, _cmd_demo),
     "online": (_add_online, _cmd_online),
-    "serve": (lambda sub, parents: __import__("crowdinfer.serve.command", fromlist=["run"]).add_arguments(
-        sub.add_parser("serve", help="label your own data: a web server for annotators, driven "
-                       "by the online loop")),
-              lambda args: __import__("crowdinfer.serve.command", fromlist=["run"]).run(args)),
+    "serve": (lambda sub, parents: _serve_module().add_arguments(
+        sub.add_parser("serve", parents=parents, help=SUMMARIES["serve"])),
+              lambda args: _serve_module().run(args)),
+}
+
+SUMMARIES: dict = {
+    "fit": "infer true labels and worker skills from annotations",
+    "report": "fit, then write figures and tables of the worker posteriors (report.md)",
+    "demo": "simulate a crowd task and compare majority vote with Dawid-Skene",
+    "online": "run the online annotation loop (seed 000, Algorithm 1) with simulated workers",
+    "serve": "label your own data: a web server for annotators, driven by the online loop",
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _serve_module():
+    import importlib
+
+    return importlib.import_module("crowdinfer.serve.command")
+
+
+def _invoked(argv) -> str | None:
+    """The subcommand named in ``argv`` (the first word that is one), if any."""
+    return next((a for a in argv if a in COMMANDS), None)
+
+
+def build_parser(argv=None) -> argparse.ArgumentParser:
+    """The parser; with ``argv``, only the command named there gets its full parser."""
     parser = argparse.ArgumentParser(
         prog="crowdinfer",
         description="True labels and annotator skills from noisy crowd annotations.",
@@ -669,8 +686,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     parents = [_input_parent()]
-    for add, _ in COMMANDS.values():
-        add(sub, parents)
+    wanted = None if argv is None else _invoked(argv)
+    for name, (add, _) in COMMANDS.items():
+        if argv is None or name == wanted:
+            add(sub, parents)
+        else:
+            sub.add_parser(name, help=SUMMARIES.get(name))
     return parser
 
 
@@ -682,12 +703,13 @@ def _one_line(err: BaseException) -> str:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv).parse_args(argv)
     try:
         from .distributed import use_all_cpu_cores
 
         use_all_cpu_cores()  # effective when the command starts JAX (not when imported after it)
-        if not args.no_cache:
+        if not getattr(args, "no_cache", False):
             enable_compilation_cache()
         with warnings.catch_warnings():
             warnings.simplefilter("always")

@@ -297,6 +297,36 @@ DESCRIPTIONS: dict[str, str] = {
 }
 
 
+#: Every model of :data:`crowdinfer.fit.MODELS` with its engines (default first) and a line for
+#: ``--help``.  Static, so that ``crowdinfer --help`` lists them without importing the models (and
+#: JAX); models that register their schema in their own module appear in :data:`SCHEMAS` only once
+#: imported.  tests/test_options.py checks that this equals ``MODELS``: a new model adds a line.
+KNOWN_MODELS: dict[str, tuple[tuple[str, ...], str]] = {
+    "dawid_skene": (("em", "nuts", "svi"), DESCRIPTIONS["dawid_skene"]),
+    "bcc": (("vb", "nuts", "svi"), DESCRIPTIONS["bcc"]),
+    "one_coin": (("em", "nuts", "svi"), DESCRIPTIONS["one_coin"]),
+    "community_bcc": (("vb", "svi"), DESCRIPTIONS["community_bcc"]),
+    "glad": (("em",), DESCRIPTIONS["glad"]),
+    "majority_vote": (("vote",), DESCRIPTIONS["majority_vote"]),
+    "mace": (("vb", "em"), "each worker knows the answer or spams"),
+    "bwa": (("em",), "Bayesian weighted average with learned worker precisions"),
+    "ebcc": (("vb",), "enhanced BCC: classes as mixtures of subtypes"),
+    "wawa": (("vote",), "the vote weighted by agreement with the majority vote"),
+    "weighted_vote": (("vote",), "the vote weighted by log-odds worker skills"),
+    "zero_based_skill": (("vote",), "a vote re-weighted by skills learned over rounds"),
+}
+
+
+def help_catalogue() -> dict[str, tuple[tuple[str, ...], str]]:
+    """``model -> (engines, description)`` for ``--help``: :data:`KNOWN_MODELS` plus anything
+    registered at run time."""
+    out = dict(KNOWN_MODELS)
+    for model, engines in catalogue().items():
+        if model not in out:
+            out[model] = (engines, DESCRIPTIONS.get(model, ""))
+    return out
+
+
 def register(model: str, method: str, *groups: type, description: str | None = None) -> None:
     """Declare the option groups of a new model/engine (one line next to its ``MODELS`` entry)."""
     SCHEMAS[(model, method)] = tuple(groups)
