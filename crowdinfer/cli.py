@@ -54,7 +54,7 @@ def enable_compilation_cache(directory: str | os.PathLike | None = None) -> str 
     import jax
 
     jax.config.update("jax_compilation_cache_dir", str(directory))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.05)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     return str(directory)
 
@@ -201,8 +201,12 @@ def _parse_options(pairs) -> dict:
         name, sep, value = pair.partition("=")
         if not sep or not name.strip().isidentifier():
             raise ValueError(f"-O {pair!r}: write NAME=VALUE, e.g. -O tol=1e-6")
+        value = value.strip()
+        if value.lower() in ("nan", "inf", "+inf", "-inf", "infinity", "-infinity"):
+            out[name.strip()] = float(value)  # checked (and refused where invalid) by fit
+            continue
         try:
-            out[name.strip()] = ast.literal_eval(value.strip())
+            out[name.strip()] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
             out[name.strip()] = value.strip()  # text, e.g. -O stop=hard
     return out

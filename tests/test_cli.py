@@ -1,4 +1,5 @@
 """The `crowdinfer` command."""
+import re
 import subprocess
 import sys
 
@@ -113,3 +114,143 @@ def test_online_reports_bad_input_clearly(tmp_path, capsys):
     _feature_csv(tmp_path / "ok.csv")
     assert main(["online", str(tmp_path / "ok.csv"), "--workers", "robots", "--no-progress"]) == 2
     assert "unknown --workers 'robots'" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- issue 12: one consistent CLI
+def _small_csv(path, rows=None, header="item,worker,label"):
+    import numpy as np
+
+    if rows is None:
+        rng = np.random.default_rng(0)
+        truth = rng.integers(3, size=60)
+        rows = []
+        for i, t in enumerate(truth):
+            for w in rng.choice(8, size=3, replace=False):
+                label = t if rng.random() < 0.8 else rng.integers(3)
+                rows.append(f"i{i},w{w},c{label}")
+    path.write_text(header + "\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def test_outputs_are_checked_before_the_fit(tmp_path, capsys):
+    data = _small_csv(tmp_path / "a.csv")
+    cases = [
+        (["--out", str(data)], f"--out {data} is the input file {data}: choose another name"),
+        (["--out", str(tmp_path)], f"--out {tmp_path} is a directory: give a file name"),
+        (["--out", str(tmp_path / "no" / "l.csv")],
+         f"--out {tmp_path / 'no' / 'l.csv'}: the folder {tmp_path / 'no'} does not exist"),
+        (["--out", str(tmp_path / "l.csv"), "--skills-out", str(tmp_path / "l.csv")],
+         f"--skills-out and --out both name {tmp_path / 'l.csv'}: give different files"),
+    ]
+    for extra, message in cases:
+        assert main(["fit", str(data), "--model", "majority_vote", *extra]) == 2
+        err = capsys.readouterr().err
+        assert err == f"crowdinfer fit: error: {message}\n", err
+    assert data.read_text().startswith("item,worker,label\ni0,")  # the input is untouched
+    out = tmp_path / "l.csv"
+    out.write_text("keep me")
+    assert main(["fit", str(data), "--model", "majority_vote", "--out", str(out)]) == 2
+    assert capsys.readouterr().err.endswith(f"--out {out} exists: pass --force to overwrite it\n")
+    assert out.read_text() == "keep me"
+    assert main(["fit", str(data), "--model", "majority_vote", "--out", str(out), "--force"]) == 0
+    assert pd.read_csv(out).shape == (60, 3)
+
+
+def test_errors_are_one_line_never_a_traceback(tmp_path, capsys):
+    data = _small_csv(tmp_path / "a.csv")
+    cases = [
+        (["fit", str(tmp_path)], f"{tmp_path} is a directory, not an annotation file"),
+        (["fit", str(tmp_path / "none.csv")], f"no such file: {tmp_path / 'none.csv'}"),
+        (["fit", str(data), "--model", "glad", "-O", "learning_rate=nan"],
+         "learning_rate must be a finite number in (0, 1], got nan"),
+        (["fit", str(data), "--model", "dawid_skene", "--max-iter", "0"],
+         "max_iter must be an integer >= 1, got 0"),
+        (["fit", str(data), "--model", "dawid_skene", "-O", "colour=red"],
+         "dawid_skene/em: unexpected keyword option 'colour': model 'dawid_skene' with engine "
+         "'em' takes accuracy, class_prior, classifier_steps, features, folds, hidden, "
+         "label_prior, learning_rate, max_iter, prior, prior_logits, progress, seed, stop, strength, "
+         "tol, weight_decay"),
+        (["fit", str(data), "--model", "dawid_skene", "-O", "tol"], "-O 'tol': write NAME=VALUE, e.g. -O tol=1e-6"),
+        (["report", str(data), "--out", str(data)], f"--out {data} is a file: give a folder"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err == f"crowdinfer {argv[0]}: error: {message}\n", err
+
+
+def test_gold_and_columns_by_name_for_every_command(tmp_path, capsys):
+    rows = _small_csv(tmp_path / "x.csv").read_text().splitlines()[1:]
+    data = tmp_path / "a.tsv"
+    data.write_text("img\tannotator\tanswer\n" + "\n".join(r.replace(",", "\t") for r in rows) + "\n")
+    gold = tmp_path / "gold.csv"
+    gold.write_text("picture,truth\n" + "\n".join(f"i{i},{r.split(',')[2]}"
+                                                  for i, r in enumerate(rows[::3][:20])) + "\n")
+    cols = ["--item-col", "img", "--worker-col", "annotator", "--label-col", "answer",
+            "--gold", str(gold), "--gold-item", "picture", "--gold-label", "truth"]
+    assert main(["fit", str(data), "--model", "majority_vote", *cols]) == 0
+    captured = capsys.readouterr()
+    assert "accuracy on 20 gold items" in captured.err
+    assert captured.out.splitlines()[0] == "item,label,confidence"
+    assert main(["fit", str(data), "--model", "majority_vote", *cols[:6], "--gold", str(gold)]) == 2
+    assert capsys.readouterr().err == (
+        f"crowdinfer fit: error: gold table {gold} has no column 'item' (columns: picture, "
+        "truth); name it with --gold-item\n")
+    out = tmp_path / "rep"
+    assert main(["report", str(data), "--model", "majority_vote", "--out", str(out), "--draws",
+                 "40", "--no-progress", *cols]) == 0
+    assert "accuracy on 20 gold items" in (out / "report.md").read_text()
+
+
+def test_report_names_files_safely_and_embeds_its_figures(tmp_path, capsys):
+    rows = _small_csv(tmp_path / "x.csv").read_text().splitlines()[1:]
+    evil = {"w0": "../../escape", "w1": "a/b", "w2": "..", "w3": "con:1"}
+    for old, new in evil.items():
+        rows = [r.replace(f",{old},", f",{new},") for r in rows]
+    data = _small_csv(tmp_path / "evil.csv", rows)
+    out = tmp_path / "deep" / "rep"
+    assert main(["report", str(data), "--model", "dawid_skene", "--out", str(out),
+                 "--draws", "40", "--confusions", "8", "--no-progress"]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert all(p.parent == out for p in out.iterdir())
+    assert not list(tmp_path.glob("**/escape*.png")) or all(
+        p.parent == out for p in tmp_path.glob("**/escape*.png"))
+    conf = [n for n in names if n.startswith("confusion_worker_")]
+    assert len(conf) == 8 and all(re.fullmatch(r"confusion_worker_[A-Za-z0-9_-]+\.png", n) for n in conf)
+    assert "confusion_worker_escape.png" in conf and "confusion_worker_a_b.png" in conf
+    md = (out / "report.md").read_text()
+    for n in ["worker_accuracy.png", "label_confidence.png", *conf]:
+        assert f"]({n})" in md, n
+    assert "r_hat" not in md  # the draws are not MCMC
+    assert main(["report", str(data), "--model", "dawid_skene", "--out", str(out)]) == 2
+    assert "already holds" in capsys.readouterr().err
+
+
+def test_compilation_cache_can_be_switched_off(tmp_path, monkeypatch):
+    from crowdinfer.cli import enable_compilation_cache
+
+    monkeypatch.setenv("CROWDINFER_NO_CACHE", "1")
+    assert enable_compilation_cache(tmp_path) is None
+    monkeypatch.delenv("CROWDINFER_NO_CACHE")
+    import jax
+
+    before = jax.config.jax_compilation_cache_dir
+    try:
+        assert enable_compilation_cache(tmp_path / "c") == str(tmp_path / "c")
+        assert jax.config.jax_compilation_cache_dir == str(tmp_path / "c")
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before)
+
+
+def test_second_run_reads_compiled_programs_from_the_cache(tmp_path):
+    data = _small_csv(tmp_path / "a.csv")
+    env = {**__import__("os").environ, "CROWDINFER_CACHE_DIR": str(tmp_path / "cache")}
+    env.pop("CROWDINFER_NO_CACHE", None)
+    cmd = [sys.executable, "-m", "crowdinfer.cli", "fit", str(data), "--model", "dawid_skene"]
+    first = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert first.returncode == 0, first.stderr
+    entries = list((tmp_path / "cache").iterdir())
+    assert entries  # compiled programs were written
+    second = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert second.returncode == 0 and second.stdout == first.stdout
+    assert sorted((tmp_path / "cache").iterdir()) == sorted(entries)  # nothing new to compile
