@@ -59,14 +59,17 @@ MODELS: dict[str, ModelEntry] = {
 }
 
 
-def fit(annotations: Annotations, model: str = "dawid_skene", method: str | None = None,
+def fit(annotations: Annotations, model: str | None = None, method: str | None = None,
         **options) -> Posterior:
     """Infer true labels and worker skills.
 
     Args:
         annotations: an :class:`~crowdinfer.Annotations` (or a DataFrame with item, worker, label).
-        model: ``"dawid_skene"`` (default), ``"bcc"``, ``"community_bcc"``, ``"one_coin"``,
-            ``"glad"`` or ``"majority_vote"`` (see ``MODELS``).
+        model: ``None`` (default, or ``"auto"``): choose among the candidate models by held-out
+            annotation likelihood, no gold used (:mod:`crowdinfer.selection`; the choice and every
+            candidate's score are in ``post.selection``); or one of ``MODELS``:
+            ``"dawid_skene"``, ``"bcc"``, ``"community_bcc"``, ``"one_coin"``, ``"glad"``,
+            ``"majority_vote"``, ...
         method: the engine -- ``"em"``, ``"vb"``, ``"nuts"``, ``"svi"`` or ``"vote"``; default the
             model's own (the first of ``MODELS[model].methods``).
         use_gold: ``True`` clamps items with a gold label (``Annotations.gold``) to it:
@@ -93,6 +96,13 @@ def fit(annotations: Annotations, model: str = "dawid_skene", method: str | None
     """
     import pandas as pd
 
+    if model is None or model == "auto":
+        if method is not None:
+            raise ValueError(f"method={method!r} needs a model: the default (model=None) chooses "
+                             "among several models, each with its own engine")
+        from .selection import select
+
+        return select(annotations, **options)
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r}; available: {sorted(MODELS)}")
     entry = MODELS[model]

@@ -35,7 +35,7 @@ def test_crowdkit_task_column_and_custom_names():
 def test_fixed_class_list_keeps_unchosen_class():
     ann = ci.Annotations.from_dataframe(table(), classes=["z", "y", "x"])
     assert ann.n_classes == 3 and list(ann.classes) == ["z", "y", "x"]
-    post = ci.fit(ann)
+    post = ci.fit(ann, "dawid_skene")
     assert post.label_probs.shape == (3, 3) and post.confusion.shape == (2, 3, 3)
 
 

@@ -73,7 +73,7 @@ def test_arviz_dims_coords_and_summary(rte_nuts_and_vb):
 def test_arviz_for_em_uses_string_coords_for_string_ids():
     df = ci.datasets.synthetic(n_items=300, n_workers=10, n_classes=3, seed=0).annotations.to_dataframe()
     df = df.assign(worker="w" + df.worker.astype(str), label=df.label.map({0: "a", 1: "b", 2: "c"}))
-    post = ci.fit(ci.Annotations.from_dataframe(df))
+    post = ci.fit(ci.Annotations.from_dataframe(df), "dawid_skene")
     idata = post.to_arviz(num_draws=100)
     assert list(idata.posterior.true_class.values) == ["a", "b", "c"]
     assert idata.posterior.worker.values[0].startswith("w")

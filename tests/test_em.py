@@ -90,7 +90,7 @@ def test_stopping_rules(task):
 def test_dawid_skene_recovers_known_confusions():
     task = ci.datasets.synthetic(n_items=2000, n_workers=30, n_classes=4, annotations_per_item=4,
                                  structure="structured", imbalance=3.0, seed=4)
-    post = ci.fit(task.annotations)
+    post = ci.fit(task.annotations, "dawid_skene")
     mv = ci.fit(task.annotations, "majority_vote")
     assert post.accuracy() > mv.accuracy() + 0.02
     true_acc = np.einsum("jkk,k->j", task.true_confusion, task.class_prior)
@@ -109,7 +109,7 @@ def test_every_output_is_a_distribution(task):
 
 
 def test_results_are_deterministic(task):
-    a, b = ci.fit(task.annotations), ci.fit(task.annotations)
+    a, b = ci.fit(task.annotations, "dawid_skene"), ci.fit(task.annotations, "dawid_skene")
     np.testing.assert_array_equal(a.label_probs, b.label_probs)
 
 

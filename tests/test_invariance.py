@@ -24,8 +24,8 @@ def test_relabelling_workers_and_items_changes_nothing(frame):
     items = df.item.unique()
     imap = dict(zip(items, rng.permutation(len(items)) + 10_000))
     renamed = df.assign(worker=df.worker.map(wmap), item=df.item.map(imap)).sample(frac=1, random_state=1)
-    a = _by_item(ci.fit(ci.Annotations.from_dataframe(df)))
-    b = _by_item(ci.fit(ci.Annotations.from_dataframe(renamed)))
+    a = _by_item(ci.fit(ci.Annotations.from_dataframe(df), "dawid_skene"))
+    b = _by_item(ci.fit(ci.Annotations.from_dataframe(renamed), "dawid_skene"))
     b.index = b.index.map({v: k for k, v in imap.items()})
     b = b.sort_index()
     assert (a.label.to_numpy() == b.label.to_numpy()).mean() > 0.999
@@ -37,8 +37,8 @@ def test_permuting_class_names_permutes_the_output(frame):
     classes = sorted(df.label.unique())
     perm = np.random.default_rng(2).permutation(len(classes))
     names = {c: f"class_{classes[p]}" for c, p in zip(classes, perm)}
-    a = ci.fit(ci.Annotations.from_dataframe(df))
-    b = ci.fit(ci.Annotations.from_dataframe(df.assign(label=df.label.map(names))))
+    a = ci.fit(ci.Annotations.from_dataframe(df), "dawid_skene")
+    b = ci.fit(ci.Annotations.from_dataframe(df.assign(label=df.label.map(names))), "dawid_skene")
     la, lb = _by_item(a), _by_item(b)
     assert (la.label.map(names) == lb.label).mean() > 0.999
     for c in classes:

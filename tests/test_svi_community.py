@@ -26,7 +26,7 @@ def test_chunks_cover_every_annotation_once():
 @pytest.mark.parametrize("name", ["rte", "dog", "web"])
 def test_svi_agrees_with_em(dataset, name):
     ann = dataset(name).annotations
-    em = ci.fit(ann)
+    em = ci.fit(ann, "dawid_skene")
     svi = ci.fit(ann, "dawid_skene", "svi")
     mini = ci.fit(ann, "dawid_skene", "svi", batch_items=128, num_steps=3000)
     assert abs(svi.accuracy() - em.accuracy()) <= 0.01
@@ -78,7 +78,7 @@ def test_chunked_e_step_equals_the_full_e_step(dataset):
     from crowdinfer.models import class_prior, dawid_skene
 
     ann = dataset("web").annotations
-    post = ci.fit(ann)
+    post = ci.fit(ann, "dawid_skene")
     params = {"confusion": jnp.asarray(post.confusion), "class_prior": jnp.asarray(post.class_prior)}
     probs = chunked_label_probs(chunk(ann, 300, seed=3), dawid_skene.MAP.log_lik,
                                 class_prior.MAP.log_prior, params, {})

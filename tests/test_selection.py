@@ -1,0 +1,74 @@
+"""fit's default: the model chosen by held-out annotation likelihood (crowdinfer.selection)."""
+import numpy as np
+import pytest
+
+import crowdinfer as ci
+from crowdinfer import selection
+from crowdinfer.fit import MODELS, fit
+
+
+@pytest.fixture(scope="module")
+def task():
+    return ci.datasets.synthetic(n_items=300, n_workers=15, n_classes=3, annotations_per_item=3,
+                                 seed=3)
+
+
+@pytest.fixture(scope="module")
+def default(task):
+    return fit(task.annotations)
+
+
+def test_default_reports_candidates_scores_and_choice(task, default):
+    sel = default.selection
+    assert sel["candidates"] == [c for c in selection.CANDIDATES if c in MODELS]
+    assert set(sel["scores"]) == set(sel["candidates"])
+    best = max(sel["candidates"], key=lambda c: sel["scores"][c]["score"])
+    assert sel["chosen"] == best == default.model
+    assert sel["folds"] == selection.DEFAULT_FOLDS
+    for s in sel["scores"].values():  # log-likelihood per annotation of a K=3 answer
+        assert -np.log(3) - 1.0 < s["score"] < 0 and s["tempered_score"] >= s["score"]
+    assert "held-out log-likelihood" in sel["rule"]
+
+
+def test_tempering_changes_probabilities_not_labels(task, default):
+    plain = fit(task.annotations, default.model)
+    np.testing.assert_array_equal(default.labels, plain.labels)
+    np.testing.assert_allclose(default.label_probs.sum(-1), 1.0, atol=1e-9)
+    t = default.selection["temperature"]
+    np.testing.assert_allclose(default.label_probs, selection.temper(plain.label_probs, t),
+                               atol=1e-9)
+
+
+def test_held_out_score_penalises_a_label_switched_model(task):
+    """A model whose labels are permuted predicts held-out answers worse: the criterion sees it."""
+    ann = task.annotations
+    post = fit(ann, "dawid_skene")
+    rows = np.arange(ann.n_annotations)
+    good = selection._log_predictive(post, ann, rows).mean()
+    post.label_probs = post.label_probs[:, [1, 2, 0]]
+    assert selection._log_predictive(post, ann, rows).mean() < good - 0.3
+
+
+def test_engine_options_without_a_model_mean_dawid_skene(task):
+    post = fit(task.annotations, max_iter=5)
+    assert post.model == "dawid_skene" and post.selection["chosen"] == "dawid_skene"
+    assert post.selection["scores"] == {}
+
+
+def test_bad_selection_arguments(task):
+    with pytest.raises(ValueError, match="needs a model"):
+        fit(task.annotations, method="em")
+    with pytest.raises(ValueError, match="unknown candidate model"):
+        selection.select(task.annotations, candidates=["dawid_skene", "oracle"])
+    with pytest.raises(ValueError, match="folds must be an integer >= 2"):
+        selection.select(task.annotations, folds=1)
+
+
+def test_folds_keep_every_busy_item_in_every_training_set(task):
+    ann = task.annotations
+    fold = selection._fold_of(ann, 3, seed=0)
+    per_item = np.zeros((ann.n_items, 3), int)
+    np.add.at(per_item, (ann.item, fold), 1)
+    busy = ann.annotations_per_item() >= 3
+    assert (per_item[busy] > 0).all()
+    assert np.bincount(fold).min() > 0.3 * ann.n_annotations
