@@ -393,7 +393,9 @@ class Session:
         self._lock_key = None
         self._queue: list = []  # (seq, item, worker, label) recorded, not yet in the state
         self._guard = threading.Lock()
+        self._record_lock = threading.Lock()
         self._pairs = None  # set of item << 32 | worker, built on the first ``record``
+        self._host_step = 0
         if directory is None:
             self._grow(len(self.worker_ids))
             return
@@ -468,6 +470,7 @@ class Session:
                                    "was already in the state)")
             self.pending = len(rows)
             self.seq = int(rows["seq"].iloc[-1])
+        self._host_step = int(self.state.step)
 
     # -- growth -----------------------------------------------------------------------------
     def _resize(self, m: int) -> None:
@@ -547,18 +550,19 @@ class Session:
         item, worker, label = (np.asarray(a, np.int64).reshape(-1) for a in (item, worker, label))
         if not (len(item) == len(worker) == len(label)):
             raise ValueError("item, worker and label must have the same length")
-        with self._guard:
-            for name, values, size in (("item", item, self.task.n_items),
-                                       ("worker", worker, len(self.worker_ids)),
-                                       ("label", label, self.config.n_classes)):
+        with self._record_lock:  # one record at a time: ledger order == queue order
+            with self._guard:
+                limits = (("item", item, self.task.n_items), ("worker", worker, len(self.worker_ids)),
+                          ("label", label, self.config.n_classes))
+                if self._pairs is None:
+                    rows = self.ledger.read() if self.ledger is not None else None
+                    self._pairs = set() if rows is None else set(
+                        (rows["item"].to_numpy(np.int64) << 32 | rows["worker"].to_numpy()).tolist())
+            for name, values, size in limits:
                 bad = np.flatnonzero((values < 0) | (values >= size))
                 if bad.size:
                     raise ValueError(f"{name} out of range 0..{size - 1} at answer(s) "
                                      f"{bad[:5].tolist()}: values {values[bad[:5]].tolist()}")
-            if self._pairs is None:
-                rows = self.ledger.read() if self.ledger is not None else None
-                self._pairs = set() if rows is None else set(
-                    (rows["item"].to_numpy(np.int64) << 32 | rows["worker"].to_numpy()).tolist())
             reasons = []
             fresh = set()
             for i, w in zip(item.tolist(), worker.tolist()):
@@ -567,15 +571,16 @@ class Session:
                 fresh.add(pair)
                 reasons.append(f"duplicate: worker {w} already answered item {i}" if dup else "")
             keep = np.array([r == "" for r in reasons], bool)
-            if keep.any():
-                step = int(self.state.step)
-                seq = (self.ledger.append(item[keep], worker[keep], label[keep], step)
-                       if self.ledger is not None else self.seq + len(self._queue) + int(keep.sum()))
-                first = seq - int(keep.sum()) + 1
-                self._queue.extend(zip(range(first, seq + 1), item[keep].tolist(),
-                                       worker[keep].tolist(), label[keep].tolist()))
-                self._pairs.update((item[keep] << 32 | worker[keep]).tolist())
-                self.pending += int(keep.sum())
+            n = int(keep.sum())
+            if n:
+                # the commit (an fsync) holds no lock that ``update`` or ``add_worker`` needs
+                seq = (self.ledger.append(item[keep], worker[keep], label[keep], self._host_step)
+                       if self.ledger is not None else self.seq + self.pending + n)
+                with self._guard:
+                    self._queue.extend(zip(range(seq - n + 1, seq + 1), item[keep].tolist(),
+                                           worker[keep].tolist(), label[keep].tolist()))
+                    self._pairs.update((item[keep] << 32 | worker[keep]).tolist())
+                    self.pending += n
         return Receipt(keep, reasons)
 
     def update(self, gold=None) -> dict:
@@ -583,6 +588,7 @@ class Session:
         with self._guard:
             queued, self._queue = self._queue, []
             n_workers = len(self.worker_ids)
+        started = time.perf_counter()
         state = self.state
         if queued:
             self._grow(n_workers)
@@ -598,11 +604,13 @@ class Session:
         record["per_item"] = record["annotations"] / self.task.n_items
         record["expected_accuracy"] = float(1.0 - np.mean(np.asarray(state.risk)))
         record["time"] = time.time()
+        record["seconds"] = time.perf_counter() - started
         if gold is not None:
             record["accuracy"] = label_accuracy(state, gold)
             record["finished_precision"] = _finished_precision(state, gold)
         with self._guard:
             self.state = state
+            self._host_step = record["step"]
             if queued:
                 self.seq = int(seqs[-1])
             self.history.append(record)

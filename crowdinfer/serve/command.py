@@ -69,5 +69,5 @@ def run(args) -> int:
     print(f"serving {folder} on {base} (Ctrl-C to stop; run the same command to resume)",
           file=sys.stderr, flush=True)
     uvicorn.run(create_app(project), host=args.host, port=args.port, log_level="warning",
-                workers=1)
+                access_log=False, workers=1)
     return 0

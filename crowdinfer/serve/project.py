@@ -18,6 +18,7 @@ exclusive lock) and runs it for many annotators at once:
 """
 from __future__ import annotations
 
+import gc
 import json
 import os
 import queue
@@ -38,7 +39,7 @@ from .assign import worker_scores
 
 __all__ = ["create_project", "Project", "ProjectError", "read_items"]
 
-BASE_WORKERS = 8  # room in the state before the first doubling
+BASE_WORKERS = 64  # room for annotators in the state before the first doubling (a recompile)
 LEASE_SECONDS = 600.0  # an item shown to an annotator is held for them this long
 
 
@@ -145,12 +146,27 @@ def create_project(folder, items_file, classes: Sequence[str], *, preset: Option
 
 
 class _Answer:
-    __slots__ = ("item", "worker", "label", "done", "result")
+    """One answer waiting for the writer; ``future``/``loop`` for an asyncio caller, else an
+    event."""
 
-    def __init__(self, item, worker, label):
+    __slots__ = ("item", "worker", "label", "done", "result", "future", "loop")
+
+    def __init__(self, item, worker, label, future=None, loop=None):
         self.item, self.worker, self.label = item, worker, label
         self.done = threading.Event()
         self.result = None
+        self.future, self.loop = future, loop
+
+    def resolve(self, result) -> None:
+        self.result = result
+        self.done.set()
+        if self.future is not None:
+            self.loop.call_soon_threadsafe(_set_result, self.future, result)
+
+
+def _set_result(future, result) -> None:
+    if not future.done():
+        future.set_result(result)
 
 
 class Project:
@@ -189,6 +205,7 @@ class Project:
     def _init_runtime(self) -> None:
         self.tokens = json.loads((self.folder / "annotators.json").read_text())
         self.by_token = {t: w for w, t in self.tokens.items()}
+        self.codes = {w: self.session.add_worker(w) for w in self.tokens}
         n = len(self.item_ids)
         rows = self.session.ledger.read()
         self.counts = np.bincount(rows["item"].to_numpy(), minlength=n).astype(np.int64)
@@ -202,12 +219,24 @@ class Project:
         self.rng = np.random.default_rng()
         self.stopped = self.session.ledger.get_meta("stopped")
         self.since_update = self.session.pending
+        self._warm_up()
         self._publish()
+        column = self.items["text" if self.kind == "text" else "image"].astype(str).tolist()
+        self._payloads = [self._payload(i, v) for i, v in zip(self.item_ids, column)]
         self._answers: queue.Queue = queue.Queue()
         self._wake = threading.Event()
         self._closing = threading.Event()
         self._threads = []
         self.update_error = None
+
+    def _warm_up(self) -> None:
+        """Compile ``update`` and the ingest of typical batches now, not under load (pure
+        functions: the results are dropped)."""
+        state, task = self.session.state, self.session.task
+        online.update(self.config, state, task)
+        for size in (self.update_every, 2 * self.update_every):
+            n = min(size, len(self.item_ids))
+            online.ingest(state, np.arange(n), np.zeros(n, np.int64), np.zeros(n, np.int64))
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> "Project":
@@ -220,6 +249,7 @@ class Project:
             self._threads.append(t)
         if self.session.pending:
             self._wake.set()
+        gc.freeze()  # what start-up built is long-lived: keep it out of the collector's passes
         return self
 
     def close(self, final_update: bool = True) -> None:
@@ -252,7 +282,7 @@ class Project:
         with self.lock:
             if name in self.tokens:
                 return self.tokens[name]
-            self.session.add_worker(name)
+            self.codes[name] = self.session.add_worker(name)
             token = secrets.token_urlsafe(18)
             self.tokens[name] = token
             self.by_token[token] = name
@@ -260,9 +290,9 @@ class Project:
             return token
 
     def worker_of(self, token: Optional[str]):
-        """``(worker id, code)`` of an annotator token; ``None`` if unknown."""
+        """``(worker id, code)`` of an annotator token; ``None`` if unknown (no lock taken)."""
         name = self.by_token.get(token or "")
-        return None if name is None else (name, self.session.add_worker(name))
+        return None if name is None else (name, self.codes[name])
 
     def is_requester(self, token: Optional[str]) -> bool:
         return bool(token) and secrets.compare_digest(token, self.spec["requester_token"])
@@ -342,8 +372,7 @@ class Project:
                     self.since_update = 0
                     self._wake.set()
             for a, result in zip(batch, results):
-                a.result = result
-                a.done.set()
+                a.resolve(result)
 
     def submit(self, worker: int, item: int, label: int, timeout: float = 30.0):
         """Record one answer (ledger first); returns ``(accepted, reason)`` once it is committed."""
@@ -352,6 +381,15 @@ class Project:
         if not answer.done.wait(timeout):
             raise TimeoutError("the ledger did not acknowledge the answer in time")
         return answer.result
+
+    def submit_async(self, worker: int, item: int, label: int):
+        """:meth:`submit` for an event loop: an awaitable resolved once the answer is committed."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._answers.put(_Answer(int(item), int(worker), int(label), future, loop))
+        return future
 
     def next_item(self, worker: int) -> Optional[int]:
         """The item to show ``worker`` now (held for them for a while), ``None`` if none."""
@@ -437,15 +475,15 @@ class Project:
             "annotators": sorted(self.tokens),
         }
 
-    def item_payload(self, code: int) -> dict:
-        row = self.items.iloc[code]
-        out = {"item": row["item"], "kind": self.kind}
+    def _payload(self, item: str, value: str) -> dict:
         if self.kind == "text":
-            out["text"] = str(row["text"])
-        else:
-            src = str(row["image"])
-            out["src"] = src if src.startswith(("http://", "https://", "data:")) else None
-        return out
+            return {"item": item, "kind": "text", "text": value}
+        url = value.startswith(("http://", "https://", "data:"))
+        return {"item": item, "kind": "image", "src": value if url else None}
+
+    def item_payload(self, code: int) -> dict:
+        """What an annotator's page needs to show item ``code`` (nothing about its answers)."""
+        return dict(self._payloads[code])
 
     def media_path(self, code: int) -> Path:
         """The local image file of item ``code`` (relative paths: to the items file's folder,
