@@ -38,7 +38,7 @@ COLUMNS = ("item", "worker", "label")
 
 
 class OutOfCoreFit(NamedTuple):
-    label_probs: np.ndarray  # (N, K)
+    label_probs: np.ndarray  # (N, K) float32
     confusion: np.ndarray  # (M, K, K)
     class_prior: np.ndarray  # (K,)
     history: np.ndarray  # objective (log joint density) per iteration; SVI: loss per step
@@ -277,7 +277,7 @@ def em(source, *, n_items: int | None = None, n_workers: int | None = None,
         likelihood = new_likelihood
         if converged:
             break
-    return OutOfCoreFit(np.exp(log_q.astype(np.float64)), np.asarray(confusion),
+    return OutOfCoreFit(np.exp(log_q, out=log_q), np.asarray(confusion),
                         np.asarray(class_probs), np.asarray(history), it, converged)
 
 
@@ -335,6 +335,6 @@ def svi(source, *, n_items: int | None = None, n_workers: int | None = None,
     for item0, n_local, arrays in (_pad(p, rows) for p in chunks(source, rows, progress, "label")):
         lq = _em_chunk(arrays, n_local, log_confusion, log_prior, **static)[3]
         log_q[item0:item0 + n_local] = np.asarray(lq[:n_local])
-    return OutOfCoreFit(np.exp(log_q.astype(np.float64)), np.asarray(confusion),
+    return OutOfCoreFit(np.exp(log_q, out=log_q), np.asarray(confusion),
                         np.asarray(class_probs), np.asarray(losses), len(losses),
                         bool(np.isfinite(losses[-1])) if losses else False)

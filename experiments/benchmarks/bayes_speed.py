@@ -2,6 +2,7 @@
 
     python experiments/benchmarks/bayes_speed.py            # writes experiments/results/bayes_speed.{md,csv}
     python experiments/benchmarks/bayes_speed.py --quick    # real datasets only, no NUTS on synthetic
+    python experiments/benchmarks/bayes_speed.py --nuts-scale  # NUTS at 10^5 and 10^6 annotations
 
 Real datasets of ../shared/data and synthetic tasks (200 workers, K=10, 10 annotations per item,
 10^5 and 10^6 annotations).  EM and VB run with their default stopping rule; their time per
@@ -86,13 +87,142 @@ def svi_10m_worker() -> None:
                       "data_rss_mb": base / 1e3, "annotations": task.annotations.n_annotations}))
 
 
+# NUTS at scale (issue 11): (annotations, workers, K, warm-up, draws, time limit s)
+NUTS_SCALE = [(10**5, 100, 2, 300, 300, 900), (10**6, 100, 2, 300, 300, 1500),
+              (10**5, 200, 10, 100, 100, 900)]
+NUTS_SCALE_JSON = OUT / "bayes_speed_nuts_scale.json"
+
+
+def nuts_scale_worker(n: int, workers: int, k: int, warmup: int, draws: int) -> dict:
+    """One chain of NUTS on the label-marginalised Dawid-Skene (the model ``fit(..., 'nuts')``
+    samples, started at EM), with the time of one gradient of its log density."""
+    import dataclasses
+
+    import jax
+    import numpy as np
+    from numpyro.infer import MCMC, NUTS, init_to_value
+    from numpyro.infer.util import initialize_model
+
+    from crowdinfer.models import class_prior, dawid_skene
+    from crowdinfer.ops import label_posterior
+    from crowdinfer.runners import _confusion_hyper
+
+    task = ci.datasets.synthetic(n_items=n // 10, n_workers=workers, n_classes=k,
+                                 annotations_per_item=10, seed=0)
+    ann = dataclasses.replace(task.annotations, gold=None)
+    hyper, _ = _confusion_hyper(ann, 1.0, False)
+    em = ci.fit(ann, "dawid_skene")
+    init = {"confusion": jax.numpy.asarray(em.params["confusion"]),
+            "class_prior": jax.numpy.asarray(em.params["class_prior"])}
+    data = ann.to_device()
+    info = initialize_model(jax.random.key(0), dawid_skene.model, model_args=(data, hyper),
+                            init_strategy=init_to_value(values=init))
+    grad = jax.jit(jax.grad(info.potential_fn))
+    jax.block_until_ready(grad(info.param_info.z))
+    best = float("inf")
+    for _ in range(5):
+        t = time.perf_counter()
+        jax.block_until_ready(grad(info.param_info.z))
+        best = min(best, time.perf_counter() - t)
+    mcmc = MCMC(NUTS(dawid_skene.model, init_strategy=init_to_value(values=init)),
+                num_warmup=warmup, num_samples=draws, num_chains=1, progress_bar=False,
+                jit_model_args=True)
+    t = time.perf_counter()
+    mcmc.run(jax.random.key(1), data, hyper, extra_fields=("num_steps",))
+    first = time.perf_counter() - t
+    t = time.perf_counter()  # again, compiled: numpyro reuses the jitted sampler
+    mcmc.run(jax.random.key(1), data, hyper, extra_fields=("num_steps",))
+    seconds = time.perf_counter() - t
+    steps = np.asarray(mcmc.get_extra_fields()["num_steps"])
+    samples = mcmc.get_samples()
+    conf = samples["confusion"].mean(0)
+    log_q, _ = label_posterior(data, dawid_skene.MAP.log_lik(data, {"confusion": conf}),
+                               class_prior.MAP.log_prior(data, {"class_prior": samples["class_prior"].mean(0)}, hyper))
+    acc = float((np.asarray(log_q).argmax(1) == task.annotations.gold).mean())
+    return {"annotations": n, "workers": workers, "k": k, "parameters": workers * k * (k - 1) + k - 1,
+            "warmup": warmup, "draws": draws, "seconds": seconds, "first_s": first, "gradient_s": best,
+            "mean_steps": float(steps.mean()), "max_steps": int(steps.max()),
+            "accuracy": acc, "em_accuracy": float(em.accuracy(task.annotations.gold)),
+            "device": f"{jax.devices()[0].platform}: {jax.devices()[0].device_kind}"}
+
+
+def nuts_scale() -> None:
+    rows = []
+    for n, workers, k, warmup, draws, limit in NUTS_SCALE:
+        code = ("import sys, json; sys.path.insert(0, %r); import bayes_speed as b; "
+                "print('RESULT ' + json.dumps(b.nuts_scale_worker(%d, %d, %d, %d, %d)))"
+                % (str(Path(__file__).resolve().parent), n, workers, k, warmup, draws))
+        try:
+            proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                  timeout=limit)
+            got = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+            row = json.loads(got[0][7:]) if got else {"error": proc.stderr[-1500:]}
+        except subprocess.TimeoutExpired:
+            row = {"error": f"did not finish within {limit} s"}
+        row.update(annotations=n, workers=workers, k=k, warmup=warmup, draws=draws, limit_s=limit)
+        print(row, flush=True)
+        rows.append(row)
+    NUTS_SCALE_JSON.write_text(json.dumps({"date": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
+                                           "load": os.getloadavg(), "rows": rows}, indent=1))
+
+
+def nuts_scale_section() -> str:
+    """The NUTS-at-scale section of bayes_speed.md, from the last ``--nuts-scale`` run."""
+    if not NUTS_SCALE_JSON.exists():
+        return ""
+    got = json.loads(NUTS_SCALE_JSON.read_text())
+    L = ["## NUTS at 10^5 and 10^6 annotations\n",
+         f"`python experiments/benchmarks/bayes_speed.py --nuts-scale` ({got['date']}, load average "
+         f"{got['load'][0]:.1f} on {os.cpu_count()} cores: the machine was shared). One chain of "
+         "NUTS (numpyro, default tree depth 10) on the label-marginalised Dawid-Skene that "
+         "`fit(ann, 'dawid_skene', 'nuts')` samples (pooled prior, started at EM), synthetic data "
+         "with 10 annotations per item. *first* includes compilation, *seconds* is a second run "
+         "(compiled); *gradient* is one gradient of "
+         "the log density (best of 5); *steps* the leapfrog steps per draw (sampling phase).\n",
+         "| annotations | workers | K | parameters | warm-up + draws | first s | seconds | gradient ms "
+         "| steps mean / max | seconds / (draws x steps x gradient) | accuracy NUTS / EM | device |",
+         "|---:|---:|---:|---:|---|---:|---:|---:|---|---:|---|---|"]
+    for r in got["rows"]:
+        head = f"| {r['annotations']:.0e} | {r['workers']} | {r['k']} |"
+        if "error" in r:
+            L.append(f"{head} | {r['warmup']} + {r['draws']} | not finished: "
+                     f"{r['error'][-150:]!r} | | | | | | |")
+            continue
+        work = (r["warmup"] + r["draws"]) * r["mean_steps"] * r["gradient_s"]
+        L.append(f"{head} {r['parameters']} | {r['warmup']} + {r['draws']} | {r['first_s']:.1f} | "
+                 f"{r['seconds']:.1f} | "
+                 f"{r['gradient_s'] * 1e3:.2f} | {r['mean_steps']:.0f} / {r['max_steps']} | "
+                 f"{r['seconds'] / work:.2f} | {r['accuracy']:.4f} / {r['em_accuracy']:.4f} | "
+                 f"{r['device']} |")
+    return "\n".join(L) + "\n"
+
+
+def write_nuts_scale_section() -> None:
+    """Put the NUTS-at-scale section into bayes_speed.md (replacing an older one)."""
+    md = OUT / "bayes_speed.md"
+    text = md.read_text() if md.exists() else "# Engines: EM, VB, NUTS, SVI -- time and accuracy\n\n"
+    head = "## NUTS at 10^5 and 10^6 annotations"
+    if head in text:
+        start = text.index(head)
+        nxt = text.find("\n## ", start + len(head))
+        text = text[:start] + (text[nxt + 1:] if nxt >= 0 else "")
+    md.write_text(text.rstrip("\n") + "\n\n" + nuts_scale_section())
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--svi-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--nuts-scale", action="store_true",
+                        help="only NUTS at 10^5 and 10^6 annotations (a section of bayes_speed.md)")
     args = parser.parse_args(argv)
     if args.svi_worker:
         svi_10m_worker()
+        return 0
+    if args.nuts_scale:
+        nuts_scale()
+        write_nuts_scale_section()
+        print(nuts_scale_section())
         return 0
     data = ci.datasets.shared_data_dir()
     if not data.exists():
@@ -170,6 +300,7 @@ def main(argv=None) -> int:
                          f"K=10): {svi['seconds']:.1f} s, accuracy {svi['accuracy']:.4f}, peak RSS "
                          f"{svi['peak_rss_mb'] / 1e3:.2f} GB (of which the data and its generation "
                          f"{svi['data_rss_mb'] / 1e3:.2f} GB).\n")
+    write_nuts_scale_section()
     print((OUT / "bayes_speed.md").read_text())
     return 0
 
