@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from functools import partial
 from typing import Callable, NamedTuple
 
-from . import runners
+from . import identifiability, runners
 from .annotations import Annotations
 from .models import dawid_skene, one_coin
 from .models.priors import DEFAULT_ACCURACY
@@ -133,5 +134,9 @@ def fit(annotations: Annotations, model: str | None = None, method: str | None =
     start = time.perf_counter()
     posterior = runner(annotations, **options)
     posterior.annotations, posterior.gold_used = given, clamped
+    unidentified = identifiability.warning(annotations)
+    if unidentified is not None:
+        posterior.warnings.append(unidentified)
+        warnings.warn(unidentified, stacklevel=2)
     posterior.options["seconds"] = time.perf_counter() - start
     return posterior

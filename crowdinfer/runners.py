@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import identifiability
 from .annotations import Annotations
 from .inference import mcmc
 from .inference import svi as svi_engine
@@ -128,6 +129,7 @@ def _confusion_hyper(annotations, offset: float, one_coin_prior: bool, *, prior=
     would swamp sparse workers in VB.
     """
     counts = priors.resolve(annotations, prior, strength, accuracy)
+    counts = identifiability.tie_unidentified(annotations, counts)  # workers nobody overlaps
     if not np.isfinite(class_prior) or class_prior < 0:
         raise ValueError("class_prior pseudo-count must be >= 0")
     if offset == 0 and (np.any(counts <= 0) or class_prior <= 0):
@@ -206,6 +208,12 @@ def loop_runner(model_name: str, method: str, workers: WorkerPart, offset: float
     return runner
 
 
+# Models whose likelihood is unchanged by permuting the latent classes, and the axis of each sample
+# site that indexes the latent class: their NUTS draws are relabelled (mcmc.relabel).  One-coin has
+# no such symmetry (its accuracy is tied to the observed label), so its draws are left alone.
+LATENT_CLASS_AXES = {dawid_skene: {"confusion": -2, "class_prior": -1}}
+
+
 def nuts_runner(model_name: str, module, offset: float, one_coin_prior: bool = False):
     """NUTS on the label-marginalised NumPyro model, started from the EM estimate."""
 
@@ -219,14 +227,19 @@ def nuts_runner(model_name: str, module, offset: float, one_coin_prior: bool = F
         draws = mcmc.nuts(module.model, data, hyper, init, key=jax.random.key(seed),
                           num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains,
                           progress=progress)
-        diagnostics = mcmc.convergence(draws)
         classes = label_prior.FIXED if "prior_logits" in hyper else label_prior.MAP
         probs = mcmc.draw_label_probs(module.MAP.log_lik, label_prior.clamp(classes).log_prior,
                                       data, hyper, draws)
+        switched = 0.0
+        if module in LATENT_CLASS_AXES:  # undo label switching: align every draw to EM
+            draws, probs, perms = mcmc.relabel(draws, probs, start.label_probs,
+                                               LATENT_CLASS_AXES[module])
+            switched = float(np.mean(np.any(perms != np.arange(perms.shape[-1]), axis=-1)))
+        diagnostics = mcmc.convergence(draws)
         confusion = jax.vmap(jax.vmap(lambda d: module.MAP.confusion(d, annotations.n_classes)))(
             {k: jnp.asarray(v) for k, v in draws.items()})
         recorded.update(num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains,
-                        seed=seed, hyper=jax.device_get(hyper))
+                        seed=seed, hyper=jax.device_get(hyper), relabelled_draws=switched)
         return Posterior(
             annotations=annotations,
             model=model_name,
@@ -334,8 +347,8 @@ def community_runner(annotations, *, method: str, communities: int = 3, deviatio
     start = loop_runner("dawid_skene", "em", dawid_skene.MAP, 1.0)(
         annotations, prior=prior, strength=strength, accuracy=accuracy, class_prior=class_prior,
         prior_logits=prior_logits)
-    centres, sizes = _kmeans(start.confusion, annotations.annotations_per_worker(), communities,
-                             engine_options.get("seed", 0))
+    centres, sizes = community_bcc.kmeans(start.confusion, annotations.annotations_per_worker(),
+                                          communities)
     recorded = dict(communities=communities, deviation=deviation, prior=prior, strength=strength,
                     class_prior=class_prior)
     if method == "vb":
@@ -351,23 +364,6 @@ def community_runner(annotations, *, method: str, communities: int = 3, deviatio
                     annotations, recorded=recorded, **engine_options)
     post.params["memberships"] = np.asarray(community_bcc.memberships(post.params, deviation))
     return post
-
-
-def _kmeans(confusion: np.ndarray, weight: np.ndarray, k: int, seed: int, iters: int = 20):
-    """Weighted k-means of the workers' confusion matrices: (centres (k, K, K), sizes (k,))."""
-    x = confusion.reshape(len(confusion), -1)
-    rng = np.random.default_rng(seed)
-    p = weight / weight.sum()
-    centres = x[rng.choice(len(x), size=k, replace=len(x) < k, p=p)]
-    for _ in range(iters):
-        assign = np.argmin(((x[:, None] - centres[None]) ** 2).sum(-1), axis=1)
-        for c in range(k):
-            if (assign == c).any():
-                centres[c] = np.average(x[assign == c], axis=0, weights=weight[assign == c] + 1e-9)
-    sizes = np.bincount(assign, weights=weight, minlength=k) + 1.0
-    shape = (k,) + confusion.shape[1:]
-    centres = centres.reshape(shape) + 1e-3
-    return centres / centres.sum(-1, keepdims=True), sizes / sizes.sum()
 
 
 def glad_runner(annotations, *, alpha_mean: float = 1.0, alpha_scale: float = 1.0,

@@ -25,7 +25,10 @@ model over-shrinks (on web it collapses sparse workers into their community: 0.7
     h_c          proportional to  1 + sum_j q(m_j = c)
 
 (``kappa`` and ``h`` as point estimates, an empirical-Bayes step; the reported objective is then
-an approximation of the ELBO.)  ``hyper["community_init"]`` (C, K, K) starts the communities.
+an approximation of the ELBO.)  ``hyper["community_init"]`` (C, K, K) starts the communities:
+:func:`kmeans` of the workers' Dawid-Skene confusions, started deterministically (the busiest
+worker, then farthest points), so that the result does not depend on how workers are named or
+ordered (a random start over the worker order used to flip labels when workers were renamed).
 
 ``hyper``: ``community_prior`` (beta, (C, K, K) -- its first axis sets the number of communities),
 ``deviation`` (s), ``community_init`` (VB), and ``class_concentration`` (a) or ``prior_logits``.
@@ -34,6 +37,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
@@ -134,3 +138,40 @@ VB = WorkerPart(
     confusion=lambda params, n_classes: params["confusion_alpha"]
     / params["confusion_alpha"].sum(-1, keepdims=True),
 )
+
+
+# ------------------------------------------------------------------ initial communities
+def _first_by_content(score: np.ndarray, x: np.ndarray) -> int:
+    """Index of the largest ``score``; exact ties broken by the rows of ``x`` (lexicographic), never
+    by position, so that permuting the workers permutes nothing in the result."""
+    best = np.flatnonzero(score >= score.max() - 1e-12 * max(abs(score.max()), 1.0))
+    if len(best) == 1:
+        return int(best[0])
+    order = np.lexsort(x[best].T[::-1])
+    return int(best[order[0]])
+
+
+def kmeans(confusion: np.ndarray, weight: np.ndarray, k: int, iters: int = 20):
+    """Weighted k-means of the workers' confusion matrices: (centres (k, K, K), sizes (k,)).
+
+    Started without randomness, from the workers' content only: the first centre is the busiest
+    worker, each next one the worker farthest (weighted) from the centres so far (a deterministic
+    k-means++); Lloyd iterations follow.  Invariant to worker order and names."""
+    x = np.asarray(confusion, np.float64).reshape(len(confusion), -1)
+    w = np.asarray(weight, np.float64)
+    chosen = [_first_by_content(w, x)]
+    while len(chosen) < min(k, len(x)):
+        dist = ((x[:, None] - x[chosen][None]) ** 2).sum(-1).min(1)
+        if dist.max() <= 0:
+            break
+        chosen.append(_first_by_content(w * dist, x))
+    centres = x[chosen + [chosen[i % len(chosen)] for i in range(k - len(chosen))]].copy()
+    for _ in range(iters):
+        d = ((x[:, None] - centres[None]) ** 2).sum(-1)
+        assign = np.argmin(d, axis=1)  # ties go to the lower centre index: centres are ordered
+        for c in range(k):              # by content, not by worker position
+            if (assign == c).any():
+                centres[c] = np.average(x[assign == c], axis=0, weights=w[assign == c] + 1e-9)
+    sizes = np.bincount(assign, weights=w, minlength=k) + 1.0
+    centres = centres.reshape((k,) + confusion.shape[1:]) + 1e-3
+    return centres / centres.sum(-1, keepdims=True), sizes / sizes.sum()

@@ -1,5 +1,8 @@
 """Relabelling workers or items changes nothing; permuting class names permutes the output."""
+import warnings
+
 import numpy as np
+import pandas as pd
 import pytest
 
 import crowdinfer as ci
@@ -46,3 +49,57 @@ def test_permuting_class_names_permutes_the_output(frame):
     # worker confusions permute the same way
     order = [list(b.annotations.classes).index(names[c]) for c in classes]
     np.testing.assert_allclose(b.confusion[:, order][:, :, order], a.confusion, atol=1e-3)
+
+
+# ---------------------------------------------------------------- every model, property-based
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+N_ITEMS, N_WORKERS, CLASSES = 24, 6, ["a", "b", "c"]
+# resolve ``ci.fit`` (the function) before ``ci.MODELS`` imports the ``crowdinfer.fit`` submodule,
+# whose import would otherwise leave the package attribute ``fit`` pointing at the module
+_FIT = ci.fit
+
+
+def crowd(seed: int) -> pd.DataFrame:
+    """A small crowd task of fixed shape (every worker and class used; compiled once per model)."""
+    rng = np.random.default_rng(seed)
+    truth = rng.integers(0, 3, N_ITEMS)
+    accuracy = rng.uniform(0.35, 0.95, N_WORKERS)
+    rows = []
+    for i in range(N_ITEMS):
+        workers = rng.permutation(N_WORKERS)[:3] if i >= 2 else np.arange(3) + 3 * i
+        for j in workers:
+            label = truth[i] if rng.random() < accuracy[j] else rng.integers(0, 3)
+            rows.append((f"item{i}", f"w{j}", CLASSES[label if i >= 1 else j % 3]))
+    return pd.DataFrame(rows, columns=["item", "worker", "label"])
+
+
+@pytest.mark.parametrize("model", sorted(ci.MODELS))
+@settings(max_examples=4, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 10_000), perm_seed=st.integers(0, 10_000))
+def test_every_model_is_invariant_to_renaming_workers_items_and_classes(model, seed, perm_seed):
+    """Renaming workers and items changes nothing; renaming the classes permutes the output --
+    for every model in the registry with its default engine (labels and worker confusions)."""
+    df = crowd(seed)
+    rng = np.random.default_rng(perm_seed)
+    workers, items = sorted(df.worker.unique()), sorted(df.item.unique())
+    wmap = dict(zip(workers, [f"v{p:02d}" for p in rng.permutation(len(workers))]))
+    imap = dict(zip(items, [f"x{p:03d}" for p in rng.permutation(len(items))]))
+    cmap = dict(zip(CLASSES, [f"k{p}" for p in rng.permutation(3)]))
+    renamed = df.assign(worker=df.worker.map(wmap), item=df.item.map(imap), label=df.label.map(cmap))
+    renamed = renamed.sample(frac=1.0, random_state=perm_seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a = ci.fit(ci.Annotations.from_dataframe(df, classes=CLASSES), model)
+        b = ci.fit(ci.Annotations.from_dataframe(renamed, classes=sorted(cmap.values())), model)
+    ib = {v: n for n, v in enumerate(b.annotations.item_ids)}
+    ca = [list(b.annotations.classes).index(cmap[c]) for c in a.annotations.classes]
+    rows_b = [ib[imap[i]] for i in a.annotations.item_ids]
+    np.testing.assert_allclose(b.label_probs[rows_b][:, ca], a.label_probs, atol=1e-4,
+                               err_msg=f"{model}: label probabilities depend on names")
+    jb = {v: n for n, v in enumerate(b.annotations.worker_ids)}
+    workers_b = [jb[wmap[w]] for w in a.annotations.worker_ids]
+    np.testing.assert_allclose(b.confusion[workers_b][:, ca][:, :, ca], a.confusion, atol=1e-4,
+                               err_msg=f"{model}: worker confusions depend on names")
