@@ -10,6 +10,7 @@ from typing import Callable, NamedTuple
 from . import identifiability, runners
 from .annotations import Annotations
 from .models import dawid_skene, one_coin
+from .models import bwa, ebcc, hierarchical_ds, mace, wawa, zero_based_skill  # issue 14 models
 from .models.priors import DEFAULT_ACCURACY
 from .models.priors import resolve as resolve_prior
 from .options import validate as validate_options
@@ -57,6 +58,13 @@ MODELS: dict[str, ModelEntry] = {
     ),
     "glad": ModelEntry({"em": runners.glad_runner}, "em"),
     "majority_vote": ModelEntry({"vote": runners.majority_vote_runner}, "vote"),
+    "mace": ModelEntry({"vb": mace.runner("vb"), "em": mace.runner("em")}, "vb"),
+    "bwa": ModelEntry({"em": bwa.runner}, "em"),
+    "ebcc": ModelEntry({"vb": ebcc.runner}, "vb"),
+    "wawa": ModelEntry({"vote": wawa.wawa_runner}, "vote"),
+    "weighted_vote": ModelEntry({"vote": wawa.weighted_vote_runner}, "vote"),
+    "zero_based_skill": ModelEntry({"vote": zero_based_skill.runner}, "vote"),
+    "hierarchical_ds": ModelEntry({"vb": hierarchical_ds.runner}, "vb"),
 }
 
 

@@ -314,6 +314,7 @@ KNOWN_MODELS: dict[str, tuple[tuple[str, ...], str]] = {
     "wawa": (("vote",), "the vote weighted by agreement with the majority vote"),
     "weighted_vote": (("vote",), "the vote weighted by log-odds worker skills"),
     "zero_based_skill": (("vote",), "a vote re-weighted by skills learned over rounds"),
+    "hierarchical_ds": (("vb",), "Dawid-Skene whose population prior (mean and strength) is learned"),
 }
 
 

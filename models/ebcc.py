@@ -1,0 +1,241 @@
+"""EBCC: enhanced Bayesian classifier combination (Li, Yu, Stark & Zhang, "Exploiting worker
+correlation for label aggregation in crowdsourcing", ICML 2019).
+
+Each true class is a mixture of ``M`` subtypes, and each worker has one confusion row per
+(class, subtype): workers who err alike on the same kind of item are modelled, which independent
+confusions (Dawid-Skene, IBCC) cannot do.  Generative story, (class, subtype) marginalised::
+
+    tau          ~ Dirichlet(alpha)                     class proportions
+    pi_k         ~ Dirichlet(a_pi / M)                  subtype proportions within class k
+    v[j, k, m]   ~ Dirichlet(beta_k)                    beta_k = b_v + (a_v - b_v) e_k
+    (y_i, g_i)   ~ Categorical(tau_k pi_km)             class and subtype of item i
+    z_n          ~ Categorical(v[w_n, y_{i_n}, g_{i_n}])
+
+Inference: mean-field variational Bayes, ``q(tau) q(pi) q(v) prod_i q(y_i, g_i)``, run by the
+shared loop (:mod:`crowdinfer.inference.loop`) with the ``K * M`` (class, subtype) pairs as its
+"classes": ``VB`` is the worker part (``q(v[j, k, m]) = Dirichlet(beta_k + C[j, (k, m), :])``) and
+``PRIOR`` the class part (``q(tau)``, ``q(pi)``).  The objective is the evidence lower bound; it
+never decreases (tests).  The subtype responsibilities start from the soft majority vote split at
+random over subtypes (``Dirichlet(1)`` draws); as in the authors' evaluation, ``restarts`` random
+starts (default 40, run side by side under one ``vmap``) are made and the one with the highest ELBO
+is kept.  Defaults are the authors': ``M = 10``, ``a_pi = 0.1``, ``a_v = 4``, ``b_v = 1``, the
+empirical class prior ``alpha = `` the majority-vote class counts (``empirical_prior=True``; else
+``alpha`` for every class), at most 500 iterations.  The authors report a mean accuracy of 0.843
+over their 17 datasets.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+from numpyro.distributions.kl import kl_divergence
+
+from crowdinfer import options as opts
+from crowdinfer.annotations import CrowdData
+from crowdinfer.inference.loop import ClassPart, Spec, WorkerPart
+from crowdinfer.ops import label_posterior, observe
+
+from .class_prior import dirichlet_expected_log
+
+__all__ = ["PRIOR", "VB", "EbccOptions", "gather", "model", "runner", "subtype_counts"]
+
+
+def _beta(hyper, n_classes):
+    """The prior rows ``beta_k`` (K, K): ``a_v`` on the diagonal, ``b_v`` elsewhere."""
+    return jnp.eye(n_classes) * (hyper["a_v"] - hyper["b_v"]) + hyper["b_v"]
+
+
+def _worker_prior(hyper, n_workers, n_classes, n_subtypes):
+    beta = jnp.repeat(_beta(hyper, n_classes), n_subtypes, axis=0)  # row k*M + m is beta_k
+    return dist.Dirichlet(jnp.broadcast_to(beta, (n_workers, n_classes * n_subtypes, n_classes)),
+                          validate_args=False)
+
+
+def _subtype_prior(hyper, n_classes, n_subtypes):
+    return dist.Dirichlet(jnp.full((n_classes, n_subtypes), hyper["a_pi"] / n_subtypes),
+                          validate_args=False)
+
+
+def _class_prior(hyper, n_classes):
+    return dist.Dirichlet(jnp.broadcast_to(hyper["alpha"], (n_classes,)), validate_args=False)
+
+
+def gather(data: CrowdData, table: jax.Array) -> jax.Array:
+    """``G[n, c] = table[w_n, c, z_n]`` for a (M, C, K) table: shape (capacity, C)."""
+    m, c, k = table.shape
+    return jnp.swapaxes(table, 1, 2).reshape(m * k, c)[data.worker_label]
+
+
+def subtype_counts(data: CrowdData, probs: jax.Array) -> jax.Array:
+    """``C[j, c, l] = sum_{n: w_n = j, z_n = l} q[i_n, c]`` for (N, C) probabilities: (M, C, K)."""
+    q = probs[data.item] * data.weight[:, None]
+    flat = jax.ops.segment_sum(q, data.worker_label, data.n_workers * data.n_classes)
+    return jnp.swapaxes(flat.reshape(data.n_workers, data.n_classes, -1), 1, 2)
+
+
+def _log_prior(log_tau, log_pi, hyper):
+    """log p(y = k, g = m) flattened to (K*M,), gold items clamped to their class's subtypes."""
+    k, m = log_pi.shape
+    flat = (log_tau[:, None] + log_pi).reshape(k * m)
+    if "gold_offset" in hyper:
+        return flat + jnp.repeat(hyper["gold_offset"], m, axis=-1)
+    return flat
+
+
+def model(data: CrowdData, hyper: dict):
+    """The NumPyro model ((class, subtype) marginalised); ``hyper["subtypes"]`` is a placeholder
+    array of length ``M``."""
+    k, m = data.n_classes, _m(hyper)
+    tau = numpyro.sample("class_prior", _class_prior(hyper, k))
+    with numpyro.plate("class", k):
+        pi = numpyro.sample("subtype_prior", _subtype_prior(hyper, k, m))
+    with numpyro.plate("worker", data.n_workers, dim=-2), numpyro.plate("row", k * m, dim=-1):
+        v = numpyro.sample("confusion", _worker_prior(hyper, data.n_workers, k, m))
+    log_prior = _log_prior(jnp.log(tau), jnp.log(pi), hyper)
+    _, evidence = label_posterior(data, gather(data, jnp.log(v)), log_prior)
+    observe(evidence, hyper)
+
+
+def _m(hyper) -> int:
+    """The number of subtypes, static: the length of ``hyper["subtypes"]`` (a placeholder array,
+    so that it survives ``jit``)."""
+    return hyper["subtypes"].shape[-1]
+
+
+def _report_confusion(params, n_classes):
+    """(M, K, K): each worker's confusion averaged over subtypes with the mean subtype weights."""
+    alpha = params["confusion_alpha"]
+    w, km, k = alpha.shape
+    mean = (alpha / alpha.sum(-1, keepdims=True)).reshape(w, k, km // k, k)
+    pi = params["subtype_alpha"] / params["subtype_alpha"].sum(-1, keepdims=True)
+    return jnp.einsum("jkml,km->jkl", mean, pi)
+
+
+def _worker_kl(params, hyper):
+    alpha = params["confusion_alpha"]
+    w, km, k = alpha.shape
+    return kl_divergence(dist.Dirichlet(alpha), _worker_prior(hyper, w, k, km // k)).sum()
+
+
+VB = WorkerPart(
+    init=lambda data, hyper: {"confusion_alpha": _worker_prior(
+        hyper, data.n_workers, data.n_classes, _m(hyper)).concentration},
+    update=lambda data, q, hyper, params: {"confusion_alpha": _worker_prior(
+        hyper, data.n_workers, data.n_classes, q.shape[-1] // data.n_classes).concentration
+        + subtype_counts(data, q)},
+    log_lik=lambda data, params: gather(data, dirichlet_expected_log(params["confusion_alpha"])),
+    objective=lambda params, hyper: -_worker_kl(params, hyper),
+    confusion=_report_confusion,
+)
+
+
+def _prior_update(data, q, hyper, params):
+    k = data.n_classes
+    by_pair = q.sum(0).reshape(k, -1)  # (K, M) expected items per (class, subtype)
+    return {"class_alpha": hyper["alpha"] + by_pair.sum(-1),
+            "subtype_alpha": hyper["a_pi"] / by_pair.shape[-1] + by_pair}
+
+
+def _prior_objective(params, hyper):
+    k, m = params["subtype_alpha"].shape
+    return -(kl_divergence(dist.Dirichlet(params["class_alpha"]), _class_prior(hyper, k))
+             + kl_divergence(dist.Dirichlet(params["subtype_alpha"]),
+                             _subtype_prior(hyper, k, m)).sum())
+
+
+PRIOR = ClassPart(
+    init=lambda data, hyper: {
+        "class_alpha": jnp.broadcast_to(hyper["alpha"], (data.n_classes,)),
+        "subtype_alpha": jnp.full((data.n_classes, _m(hyper)),
+                                  hyper["a_pi"] / _m(hyper))},
+    update=_prior_update,
+    log_prior=lambda data, params, hyper: _log_prior(
+        dirichlet_expected_log(params["class_alpha"]),
+        dirichlet_expected_log(params["subtype_alpha"]), hyper),
+    objective=_prior_objective,
+    proportions=lambda params: params["class_alpha"] / params["class_alpha"].sum(),
+)
+
+SPEC = Spec(VB, PRIOR)
+
+
+def initial_probs(data: CrowdData, hyper: dict, n_subtypes: int, key: jax.Array) -> jax.Array:
+    """The soft majority vote split over subtypes by ``Dirichlet(1)`` draws: (N, K*M)."""
+    from crowdinfer.models import majority_vote
+    from crowdinfer.models.class_prior import clamp_probs
+
+    mv = clamp_probs(majority_vote.soft(data), hyper)
+    split = jax.random.dirichlet(key, jnp.ones(n_subtypes), (data.n_items, data.n_classes))
+    return (mv[:, :, None] * split).reshape(data.n_items, -1)
+
+
+def best_of(data: CrowdData, hyper: dict, n_subtypes: int, seed: int, restarts: int, **loop):
+    """``restarts`` runs of the loop from random starts (one ``vmap``); the state with the highest
+    final ELBO, and all final ELBOs."""
+    from crowdinfer.inference.loop import run
+
+    keys = jax.random.split(jax.random.key(seed), restarts)
+    inits = jax.vmap(lambda key: initial_probs(data, hyper, n_subtypes, key))(keys)
+    states = jax.vmap(lambda init: run(SPEC, data, hyper, init, **loop))(inits)
+    best = jnp.argmax(jnp.where(jnp.isfinite(states.objective), states.objective, -jnp.inf))
+    return jax.tree.map(lambda leaf: leaf[best], states), states.objective
+
+
+@dataclasses.dataclass(frozen=True)
+class EbccOptions(opts._Group):
+    """EBCC's hyperparameters (the authors' defaults) and random start."""
+
+    subtypes: int = opts._opt(10, opts.integer(1))
+    restarts: int = opts._opt(40, opts.integer(1))
+    empirical_prior: bool = opts._opt(True, opts.boolean)
+    a_pi: float = opts._opt(0.1, opts.number(0.0, lo_open=True))
+    alpha: float = opts._opt(1.0, opts.number(0.0, lo_open=True))
+    a_v: float = opts._opt(4.0, opts.number(0.0, lo_open=True))
+    b_v: float = opts._opt(1.0, opts.number(0.0, lo_open=True))
+    seed: int = opts._opt(0, opts.SEED)
+    max_iter: int = opts._opt(500, opts.integer(1))
+    tol: float = opts._opt(1e-6, opts.number(0.0))
+    stop: str = opts._opt("objective", opts.choice("soft", "hard", "objective"))
+
+
+def runner(annotations, *, subtypes: int = 10, restarts: int = 40, empirical_prior: bool = True,
+           a_pi: float = 0.1, alpha: float = 1.0, a_v: float = 4.0, b_v: float = 1.0,
+           seed: int = 0, max_iter: int = 500, tol: float = 1e-6, stop: str = "objective"):
+    """``fit(ann, "ebcc")``: mean-field VB from the authors' defaults, best of ``restarts``."""
+    from crowdinfer.models import majority_vote
+    from crowdinfer.models.class_prior import gold_offset
+
+    from crowdinfer.posterior import Posterior
+
+    data = annotations.to_device()
+    k = annotations.n_classes
+    hyper = {"a_pi": jnp.float32(a_pi), "a_v": jnp.float32(a_v), "b_v": jnp.float32(b_v),
+             "subtypes": jnp.zeros(int(subtypes))}
+    if annotations.gold is not None and (annotations.gold >= 0).any():  # fit(use_gold=True)
+        hyper["gold_offset"] = jnp.asarray(gold_offset(annotations.gold, k))
+    hyper["alpha"] = (majority_vote.soft(data).sum(0) if empirical_prior
+                      else jnp.full((k,), alpha, jnp.float32))
+    state, elbos = best_of(data, hyper, int(subtypes), int(seed), int(restarts),
+                           max_iter=int(max_iter), tol=float(tol), stop=stop)
+    state = jax.device_get(state)
+    joint = np.exp(np.asarray(state.log_q, np.float64)).reshape(annotations.n_items, k, -1)
+    n_iter = int(state.iteration)
+    params = {key: np.asarray(val) for key, val in state.params.items()}
+    return Posterior(
+        annotations=annotations, model="ebcc", method="vb", label_probs=joint.sum(-1),
+        confusion=np.asarray(_report_confusion(state.params, k)),
+        class_prior=params["class_alpha"] / params["class_alpha"].sum(),
+        history=np.asarray(state.history[:n_iter]), n_iter=n_iter,
+        converged=bool(state.converged), params={**params, "subtype_probs": joint},
+        options=dict(subtypes=subtypes, restarts=restarts, empirical_prior=empirical_prior,
+                     a_pi=a_pi, alpha=alpha, a_v=a_v, b_v=b_v, seed=seed,
+                     restart_elbos=np.asarray(elbos), hyper=jax.device_get(hyper)),
+    )
+
+
+opts.register("ebcc", "vb", EbccOptions,
+              description="enhanced BCC: classes as mixtures of subtypes, so correlated workers are modelled")
