@@ -88,9 +88,11 @@ def pooled(annotations, strength: float = 10.0, structure: str = "diagonal") -> 
     # one segment sum over the annotations (bincount; np.add.at was a quarter of a default fit),
     # the rest on the items x classes vote table
     votes = np.bincount(np.asarray(annotations.item, np.int64) * k + annotations.label,
+                        weights=annotations.weight,  # None: every annotation counts 1
                         minlength=annotations.n_items * k).reshape(annotations.n_items, k)
     votes = votes.astype(np.float64)
-    soft = votes / np.maximum(votes.sum(1, keepdims=True), 1.0)
+    total = votes.sum(1, keepdims=True)
+    soft = votes / np.where(total > 0, total, 1.0)
     # [k, l] = sum_{n: z_n = l} q[i_n, k] = sum_i q[i, k] V[i, l]
     conf = soft.T @ votes
     conf = (conf + 1e-3) / (conf + 1e-3).sum(1, keepdims=True)

@@ -49,6 +49,7 @@ def chunk(annotations: Annotations, batch_items: int, seed: int = 0) -> Chunks:
     new_item = order[annotations.item]
     sort = np.argsort(new_item, kind="stable")
     item, worker, label = new_item[sort], annotations.worker[sort], annotations.label[sort]
+    row_weight = annotations.weights[sort]
     n_chunks = -(-n // batch_items)
     bounds = np.searchsorted(item, np.arange(n_chunks + 1) * batch_items)
     capacity = capacity_bucket(int(np.diff(bounds).max()), minimum=16)
@@ -61,7 +62,7 @@ def chunk(annotations: Annotations, batch_items: int, seed: int = 0) -> Chunks:
         arrays[0, c, m:] = batch_items - 1  # padding points at the last local item, stays sorted
         arrays[1, c, :m] = worker[lo:hi]
         arrays[2, c, :m] = label[lo:hi]
-        weight[c, :m] = 1.0
+        weight[c, :m] = row_weight[lo:hi]
     items_in_chunk = np.minimum(batch_items, n - np.arange(n_chunks) * batch_items)
     data = CrowdData(
         item=jnp.asarray(arrays[0], jnp.int32),
