@@ -19,12 +19,11 @@ from crowdinfer.fit import MODELS, fit
 
 # few steps: the comparison is between two runs on the same evidence, not accuracy
 FAST = {"nuts": dict(num_warmup=5, num_samples=5, num_chains=1, seed=0),
-        "svi": dict(num_steps=60, seed=0),
-        # converged tightly, so that a stop one iteration apart does not show as a difference
-        "em": dict(tol=1e-9, max_iter=1000), "vb": dict(tol=1e-9, max_iter=1000)}
-# Float32 sums in another order move flat optima (EBCC's best of 40 restarts, MACE) by up to
-# ~1e-3; an engine that ignored the weights is off by > 0.3 on this data (weights 1-3, and 15
-# contradicting weight-0 rows).
+        "svi": dict(num_steps=60, seed=0)}
+# Float32 sums in another order move flat optima (EBCC's best of 40 restarts) by up to ~2e-3
+# (default options: tightening ``tol`` makes it worse, the hierarchical population's strength
+# drifts without bound); an engine that ignored the weights is off by > 0.3 on this data
+# (weights 1-3, and 15 contradicting weight-0 rows).
 TOL = 5e-3
 # SVI compiles longer: it runs in CI's second (slow) pass
 ENGINES = [pytest.param(model, method, marks=[pytest.mark.slow] if method == "svi" else [])
