@@ -157,3 +157,127 @@ def test_real_zencrowd_duplicates_follow_the_policy(dataset):
     raw = pd.read_csv(ci.datasets.shared_data_dir() / "zencrowd_in" / "annotations.csv")
     assert ann.n_collapsed == raw.duplicated().sum() == 579
     assert ann.n_annotations == len(raw) - 579
+
+
+# ------------------------------------------------------------------ exact ids (issue 12)
+def _csv(tmp_path, text, name="a.csv"):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    "ids",
+    [["007", "7"], ["+1", "1"], ["\uff11", "1"], ["-1", "1"], ["12345678901234567890", "2"],
+     ["1", "a"]],
+)
+def test_csv_ids_are_exact_text_unless_every_value_is_a_canonical_integer(tmp_path, ids):
+    path = _csv(tmp_path, "item,worker,label\n" + "".join(f"{i},w,{k}\n" for k, i in zip("xy", ids)))
+    ann = ci.Annotations.from_csv(path)
+    assert ann.n_items == 2 and sorted(ann.item_ids) == sorted(ids), "never merged"
+    assert all(isinstance(i, str) for i in ann.item_ids)
+    back = ann.to_dataframe().set_index("item")["label"].to_dict()
+    assert back == {ids[0]: "x", ids[1]: "y"}
+
+
+def test_csv_canonical_integers_become_integers(tmp_path):
+    path = _csv(tmp_path, "item,worker,label\n0,3,1\n10,3,0\n9223372036854775807,4,1\n")
+    ann = ci.Annotations.from_csv(path)
+    assert list(ann.item_ids) == [0, 10, 9223372036854775807]
+    assert all(type(i) is int for i in ann.item_ids) and list(ann.classes) == [0, 1]
+
+
+def test_numeric_lookalike_labels_stay_distinct_with_a_warning(tmp_path):
+    path = _csv(tmp_path, "item,worker,label\n1,a,1.0\n2,a,1\n3,a,2\n")
+    with pytest.warns(UserWarning, match=r"labels \[\['1', '1.0'\]\] are different text but the same number"):
+        ann = ci.Annotations.from_csv(path)
+    assert list(ann.classes) == ["1", "1.0", "2"]
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("item,worker,label\n 1,a,x\n1,a,y\n",
+         r"item with leading or trailing whitespace in line\(s\) 2 \(column 'item', e.g. ' 1'\)"),
+        ("item,label,label\n1,a,x\n", r"duplicate column name\(s\) \['label'\]"),
+        ("item,worker,label\ni1,w1,cat,0.9\ni2,w2,dog\n",
+         r"line\(s\) 2 \(4 fields\) do not have the header's 3 fields"),
+        ("item,worker,label\n1,a,x,\n2,a,y,\n", r"line\(s\) 2 \(4 fields\), 3 \(4 fields\)"),
+        ("item,worker,label\n1,a\n", r"line\(s\) 2 \(2 fields\)"),
+        ("", "is empty: expected a header line"),
+        ("item,worker,label\n", "no annotations: the table is empty"),
+        ("item,worker,label\nNA,a,x\n2,a,y\n", r"missing or empty item in line\(s\) 2"),
+        ("item,worker,label\n\n1,a,x\n\n2,,y\n", r"missing or empty worker in line\(s\) 5"),
+        ('item,worker,label\n"a\nb",w,x\n2,,y\n', r"missing or empty worker in line\(s\) 4"),
+        ("item, worker,label\n1,a,x\n", r"missing worker column 'worker'.*did you mean ' worker'"),
+    ],
+)
+def test_malformed_csv_is_one_clear_error_naming_lines(tmp_path, text, match):
+    with pytest.raises(ValueError, match=match):
+        ci.Annotations.from_csv(_csv(tmp_path, text))
+
+
+def test_trailing_comma_on_every_line_including_the_header_loads(tmp_path):
+    ann = ci.Annotations.from_csv(_csv(tmp_path, "item,worker,label,\n1,a,x,\n2,a,y,\n"))
+    assert list(ann.item_ids) == [1, 2] and list(ann.classes) == ["x", "y"]
+
+
+def test_directory_and_bad_encoding(tmp_path):
+    with pytest.raises(ValueError, match="is a directory, not a file of annotations"):
+        ci.Annotations.from_csv(tmp_path)
+    path = tmp_path / "latin.csv"
+    path.write_bytes(b"item,worker,label\n\xe9,a,x\n2,a,y\n")
+    with pytest.raises(ValueError, match="is not valid utf-8 text.*encoding='latin-1'"):
+        ci.Annotations.from_csv(path)
+    assert sorted(ci.Annotations.from_csv(path, encoding="latin-1").item_ids) == ["2", "\u00e9"]
+
+
+def test_quoted_separators_and_newlines_stay_inside_one_id(tmp_path):
+    df = pd.DataFrame({"item": ["a,b", "c\nd", 'e"f'], "worker": ["w", "w", "w"], "label": ["x", "y", "x"]})
+    df.to_csv(tmp_path / "q.csv", index=False)
+    ann = ci.Annotations.from_csv(tmp_path / "q.csv")
+    assert sorted(ann.item_ids) == sorted(df["item"])
+
+
+def test_tsv_parquet_arrow_and_compressed_csv_give_the_same_annotations(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    df = pd.DataFrame({"item": ["007", "7", "7"], "worker": ["a", "a", "b"], "label": ["x", "y", "y"]})
+    df.to_csv(tmp_path / "a.tsv", sep="\t", index=False)
+    df.to_csv(tmp_path / "a.csv.gz", index=False)
+    pq.write_table(pa.Table.from_pandas(df), tmp_path / "a.parquet")
+    anns = [ci.Annotations.from_csv(tmp_path / "a.tsv"), ci.Annotations.from_csv(tmp_path / "a.csv.gz"),
+            ci.Annotations.from_parquet(tmp_path / "a.parquet"),
+            ci.Annotations.from_file(tmp_path / "a.parquet"),
+            ci.Annotations.from_arrow(pa.Table.from_pandas(df)),
+            ci.Annotations.from_dataframe(pa.Table.from_pandas(df))]
+    for ann in anns:
+        assert list(ann.item_ids) == ["007", "7"] and list(ann.worker_ids) == ["a", "b"]
+        assert ann.label.tolist() == anns[0].label.tolist()
+
+
+def test_polars_dataframe():
+    pl = pytest.importorskip("polars")
+    df = pl.DataFrame({"item": [3, 1, 3], "worker": ["a", "a", "b"], "label": ["x", "y", "y"],
+                       "weight": [1.0, 0.5, 2.0]})
+    ann = ci.Annotations.from_dataframe(df)
+    assert list(ann.item_ids) == [1, 3] and ann.weights.tolist() == [0.5, 1.0, 2.0]
+
+
+def test_typed_dataframe_columns_keep_their_types():
+    ann = ci.Annotations.from_dataframe(pd.DataFrame({"item": ["7", "07"], "worker": [1, 1], "label": [0.0, 1.0]}))
+    assert list(ann.item_ids) == ["07", "7"] and list(ann.classes) == [0, 1]
+    with pytest.raises(ValueError, match=r"mixes value types \(int, str\): e.g. row\(s\) 1 are not int"):
+        ci.Annotations.from_dataframe(pd.DataFrame({"item": [7, "7", 8], "worker": [1, 1, 1], "label": [0, 1, 0]}))
+    with pytest.raises(ValueError, match=r"item with leading or trailing whitespace in row\(s\) 0"):
+        ci.Annotations.from_dataframe(pd.DataFrame({"item": ["1 ", "1"], "worker": [1, 1], "label": [0, 1]}))
+    big = ci.Annotations.from_dataframe(pd.DataFrame({"item": [2**70, 1], "worker": [1, 1], "label": [0, 1]}))
+    assert sorted(big.item_ids) == [1, 2**70]
+
+
+def test_gold_with_integer_ids_matches_text_ids(tmp_path):
+    path = _csv(tmp_path, "item,worker,label\n007,a,x\n7,a,y\n")
+    truth = _csv(tmp_path, "item,label\n7,y\n", name="truth.csv")
+    ann = ci.Annotations.from_csv(path).with_gold(ci.datasets.read_table(truth))
+    assert ann.gold_labels().to_dict() == {"7": "y"}
