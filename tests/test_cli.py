@@ -254,3 +254,46 @@ def test_second_run_reads_compiled_programs_from_the_cache(tmp_path):
     second = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert second.returncode == 0 and second.stdout == first.stdout
     assert sorted((tmp_path / "cache").iterdir()) == sorted(entries)  # nothing new to compile
+
+
+def test_worker_accuracy_names_the_worst_workers_readably_at_200(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from crowdinfer import plot
+
+    task = ci.datasets.synthetic(n_items=600, n_workers=200, n_classes=3, annotations_per_item=4, seed=2)
+    df = task.annotations.to_dataframe()
+    df["worker"] = "annotator/" + df.worker.astype(str)  # ids that are text, as people's are
+    post = ci.fit(ci.Annotations.from_dataframe(df), "majority_vote")
+    idata = post.to_arviz(num_draws=40, label_probs=False)
+    assert post.to_arviz(num_draws=40, label_probs=False) is idata  # computed once, then cached
+    mean = idata.posterior["accuracy"].mean(("chain", "draw")).to_numpy()
+    ax = plot.worker_accuracy(post, idata=idata, worst=30)
+    names = [t.get_text() for t in ax.get_yticklabels()]
+    expect = post.annotations.worker_ids[np.argsort(mean, kind="stable")[:30]]
+    assert names == [str(w) for w in expect]  # the 30 least accurate, least accurate first
+    assert ax.get_ylim()[0] > ax.get_ylim()[1]  # the first row is drawn at the top
+    assert "30 least accurate of 200" in ax.get_title()
+    everyone = plot.worker_accuracy(post, idata=idata)
+    labels = everyone.get_yticklabels()
+    assert len(labels) == 200 and labels[0].get_fontsize() == 6
+    assert everyone.figure.get_size_inches()[1] >= 0.16 * 200  # room for every name
+    plt.close("all")
+
+
+def test_to_arviz_for_every_default_engine_and_svi():
+    task = ci.datasets.synthetic(n_items=200, n_workers=12, n_classes=3, annotations_per_item=3, seed=4)
+    for model, method in [("glad", None), ("majority_vote", None), ("dawid_skene", "svi"),
+                          ("one_coin", "svi"), ("bcc", None)]:
+        options = {"num_steps": 200} if method == "svi" else {}
+        post = ci.fit(task.annotations, model, method, **options)
+        idata = post.to_arviz(num_draws=40)
+        p = idata.posterior
+        assert p["confusion"].shape == (4, 10, 12, 3, 3), model
+        assert p["label_probs"].shape == (4, 10, 200, 3), model
+        assert p.attrs["mcmc"] == 0 and post.diagnostics is None, model  # no r-hat for these
+        assert float(p["confusion"].sum("observed_class").min()) > 0.999, model

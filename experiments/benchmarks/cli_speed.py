@@ -1,0 +1,120 @@
+"""How long the command line takes to start (issue 12, items 3 and 4).
+
+    python experiments/benchmarks/cli_speed.py [--repeats 5] [--rows 10000]
+
+Measures, each in a fresh process (wall clock, median of ``--repeats``):
+
+* ``python -c "import crowdinfer"`` (lazy imports: target < 1.5 s);
+* ``crowdinfer --help`` and ``crowdinfer fit --help`` (target < 1 s);
+* ``crowdinfer fit FILE --model M`` on a simulated ``--rows``-row CSV: the first run with an empty
+  compilation cache, then the second and later runs that read the compiled programs from it, and
+  runs with ``--no-cache`` (compiles every time) -- for the default-engine models.
+
+Writes ``experiments/benchmarks/cli_speed.md``.  CPU seconds of the machine during each run and
+the load average are recorded too: other processes on a shared machine slow every number.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import REPO, busy_cpu_s, load_average, machine_info  # noqa: E402
+
+OUT = Path(__file__).resolve().with_name("cli_speed.md")
+
+
+def timed(cmd: list[str], env: dict) -> tuple[float, float]:
+    """(wall seconds, machine-wide busy CPU seconds) of one run; fails loudly on a non-zero exit."""
+    cpu0, t0 = busy_cpu_s(), time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    wall, cpu = time.perf_counter() - t0, busy_cpu_s() - cpu0
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
+    return wall, cpu
+
+
+def simulated_csv(path: Path, rows: int) -> None:
+    import crowdinfer as ci
+
+    n_items = rows // 5
+    task = ci.datasets.synthetic(n_items=n_items, n_workers=100, n_classes=5,
+                                 annotations_per_item=5, seed=0)
+    task.annotations.to_dataframe().to_csv(path, index=False)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--rows", type=int, default=10_000)
+    parser.add_argument("--models", default="dawid_skene,bcc,majority_vote")
+    args = parser.parse_args()
+
+    exe = shutil.which("crowdinfer")
+    cli = [exe] if exe else [sys.executable, "-m", "crowdinfer.cli"]
+    work = Path(tempfile.mkdtemp(prefix="cli_speed_"))
+    env = {**os.environ, "CROWDINFER_CACHE_DIR": str(work / "cache")}
+    env.pop("CROWDINFER_NO_CACHE", None)
+    data = work / "annotations.csv"
+    simulated_csv(data, args.rows)
+    n_rows = sum(1 for _ in data.open()) - 1
+
+    rows = []
+
+    def measure(name, cmd, repeats=args.repeats):
+        runs = [timed(cmd, env) for _ in range(repeats)]
+        walls = [w for w, _ in runs]
+        rows.append((name, statistics.median(walls), min(walls), max(walls),
+                     statistics.median(c for _, c in runs), repeats))
+        print(f"{name}: median {rows[-1][1]:.2f} s", file=sys.stderr)
+
+    measure("python -c 'import crowdinfer'", [sys.executable, "-c", "import crowdinfer"])
+    measure("crowdinfer --help", cli + ["--help"])
+    measure("crowdinfer fit --help", cli + ["fit", "--help"])
+    fits = []
+    for model in args.models.split(","):
+        shutil.rmtree(work / "cache", ignore_errors=True)
+        cmd = cli + ["fit", str(data), "--model", model, "--no-progress"]
+        measure(f"fit --model {model}: first run, empty cache", cmd, repeats=1)
+        first = rows[-1][1]
+        measure(f"fit --model {model}: later runs, cache filled", cmd)
+        later = rows[-1][1]
+        measure(f"fit --model {model}: --no-cache", cmd + ["--no-cache"])
+        fits.append((model, first, later, rows[-1][1]))
+    entries = len(list((work / "cache").iterdir())) if (work / "cache").exists() else 0
+
+    info = machine_info()
+    lines = [
+        "# CLI start-up and compilation cache (issue 12)", "",
+        f"`python {Path(__file__).relative_to(REPO)}` (repeats {args.repeats}); "
+        f"a simulated CSV of {n_rows} rows (5 classes, 100 workers, 5 answers per item).", "",
+        f"Machine: {info['cpu']}, {info['affinity_cores']} cores usable, jax {info['jax']}, "
+        f"commit {info['commit']}; {load_average()} at the end (other sessions share the machine).",
+        "",
+        "| command | median s | min s | max s | machine CPU s (median) | runs |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    lines += [f"| `{n}` | {m:.2f} | {lo:.2f} | {hi:.2f} | {c:.1f} | {r} |"
+              for n, m, lo, hi, c, r in rows]
+    lines += ["", "First against later runs of `crowdinfer fit` (wall seconds, the whole process):", "",
+              "| model | first run (empty cache) | later runs (cache) | --no-cache | saved by the cache |",
+              "| --- | ---: | ---: | ---: | ---: |"]
+    lines += [f"| {m} | {f:.2f} | {l:.2f} | {n:.2f} | {n - l:.2f} s ({(n - l) / n:.0%}) |"
+              for m, f, l, n in fits]
+    lines += ["", f"The cache held {entries} compiled programs after the last model "
+              "(`jax_persistent_cache_min_compile_time_secs = 0`: every program is kept, so a "
+              "second run compiles nothing; `tests/test_cli.py` checks that no new entry appears)."]
+    OUT.write_text("\n".join(lines) + "\n")
+    print(OUT.read_text())
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
