@@ -19,9 +19,9 @@ Every estimator has ``fit(data, true_labels=None)`` (returns ``self``), ``fit_pr
 
 ``data`` needs columns ``task`` (or ``item``), ``worker``, ``label``; ``true_labels`` is a Series of
 gold labels indexed by task, as in crowd-kit: those tasks are fixed to their gold label while the
-workers are estimated (through a per-item prior: the other tasks get the majority vote's class
-proportions, fixed).  Options beyond crowd-kit's ``n_iter`` / ``tol`` are :func:`crowdinfer.fit`'s
-(see :mod:`crowdinfer.options`) and are checked when the estimator is built.
+workers are estimated (``fit(..., use_gold=True)``).  Options beyond crowd-kit's ``n_iter`` /
+``tol`` are :func:`crowdinfer.fit`'s (see :mod:`crowdinfer.options`) and are checked when the
+estimator is built.
 
 A model registered in :data:`crowdinfer.fit.MODELS` gets an estimator with one line:
 ``MACE = make_estimator("MACE", "mace")`` (or ``estimator_for("mace")``).
@@ -77,11 +77,9 @@ class CrowdEstimator:
 
         ann = Annotations.from_dataframe(data) if not isinstance(data, Annotations) else data
         options = dict(self.options)
-        if true_labels is not None:
-            if "prior_logits" in options:
-                raise ValueError("pass either true_labels or prior_logits, not both")
+        if true_labels is not None:  # crowd-kit: gold tasks keep their label while EM runs
             ann = ann.with_gold(true_labels)
-            options["prior_logits"] = _gold_logits(ann)
+            options["use_gold"] = True
         self.posterior_ = fit(ann, self.model, self.method, **options)
         self._set_attributes(self.posterior_)
         return self
@@ -112,20 +110,6 @@ class CrowdEstimator:
         # confusion[j, true, observed] -> rows (worker, observed), columns true
         self.errors_ = pd.DataFrame(post.confusion.transpose(0, 2, 1).reshape(m * k, k),
                                     index=rows, columns=list(a.classes))
-
-
-def _gold_logits(ann) -> np.ndarray:
-    """Per-item prior logits: gold tasks fixed to their label, the others at the majority vote's
-    class proportions."""
-    from .fit import fit
-
-    share = fit(ann, "majority_vote").label_probs.mean(0)
-    logits = np.tile(np.log(np.maximum(share, 1e-6)), (ann.n_items, 1)).astype(np.float32)
-    has = ann.gold >= 0
-    fixed = np.full((int(has.sum()), ann.n_classes), np.log(1e-6), np.float32)
-    fixed[np.arange(len(fixed)), ann.gold[has]] = 0.0
-    logits[has] = fixed
-    return logits
 
 
 ESTIMATORS: dict[str, type] = {}
