@@ -323,8 +323,6 @@ def _add_report(sub, parents):
 def _report_outputs(args, out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {args.out} is a file: give a folder")
-    if out.resolve() == Path(args.annotations).resolve().parent and not args.force:
-        pass  # the input's own folder is fine as long as no file is overwritten (checked below)
     if out.is_dir():
         clash = [n for n in REPORT_FILES if (out / n).exists()]
         clash += [f.name for f in out.glob("confusion_worker_*.png")]

@@ -33,7 +33,7 @@ group                  options (default)
 =====================  ==============================================================
 
 This module imports neither JAX nor NumPy at import time, so the command line can list the models
-(:data:`CATALOGUE`) without starting JAX.
+(:data:`KNOWN_MODELS`) without starting JAX.
 """
 from __future__ import annotations
 
@@ -44,8 +44,8 @@ from typing import Any, Callable
 
 __all__ = [
     "LoopOptions", "NutsOptions", "SviOptions", "PriorOptions", "LearnedPriorOptions",
-    "CommunityOptions", "GladOptions", "VoteOptions", "SCHEMAS", "CATALOGUE", "register",
-    "options_for", "validate", "UnknownOptionError",
+    "CommunityOptions", "GladOptions", "VoteOptions", "SCHEMAS", "KNOWN_MODELS", "register",
+    "options_for", "validate", "UnknownOptionError", "catalogue", "help_catalogue",
 ]
 
 
