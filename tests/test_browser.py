@@ -76,7 +76,7 @@ def server(tmp_path):
 
     truth = _images(tmp_path)
     create_project(tmp_path / "proj", tmp_path / "items.csv", list(COLOURS), update_every=3,
-                   annotators=["alice", "bob"])
+                   annotators=["alice", "bob"], early_stop=None)
     project = Project(tmp_path / "proj", update_interval=0.3)
     port = _free_port()
     srv = uvicorn.Server(uvicorn.Config(create_app(project), host="127.0.0.1", port=port,

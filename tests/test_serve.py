@@ -3,6 +3,7 @@ truncated ledgers refused, named checkpoints, new workers joining, and the HTTP 
 import hashlib
 import io
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -190,7 +191,7 @@ def served(tmp_path):
 
     truth = _items(tmp_path)
     spec = create_project(tmp_path / "proj", tmp_path / "items.csv", CLASSES, update_every=4,
-                          annotators=["alice", "bob", "carol"])
+                          annotators=["alice", "bob", "carol"], early_stop=None)
     project = Project(tmp_path / "proj", update_interval=0.2)
     with TestClient(create_app(project)) as client:
         yield client, project, spec, truth
@@ -295,3 +296,97 @@ def test_tokens_keep_annotators_off_the_dashboard(served):
     assert first["worker"] == "dave" and first["item"] in truth
     assert client.post("/api/stop", headers=req).json()["stopped"] == "stopped by the requester"
     assert client.get("/api/next", headers=alice).json()["finished"]
+
+
+def _cli(*args, timeout=300):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    return subprocess.run([sys.executable, "-m", "crowdinfer.cli", "serve", *map(str, args)],
+                          capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def test_a_second_server_on_the_project_is_refused(tmp_path):
+    from crowdinfer.serve import Project
+
+    _items(tmp_path)
+    made = _cli(tmp_path / "proj", "--items", tmp_path / "items.csv", "--classes", "cat,dog,bird",
+                "--annotators", "alice", "--links")
+    assert made.returncode == 0, made.stderr
+    assert "dashboard (requester): http://127.0.0.1:8000/r/" in made.stdout
+    assert "annotator alice: http://127.0.0.1:8000/a/" in made.stdout
+    with Project(tmp_path / "proj"):
+        second = _cli(tmp_path / "proj", "--links")
+    assert second.returncode == 2
+    assert f"{tmp_path / 'proj'} is in use by another process (pid {os.getpid()})" in second.stderr
+
+
+@pytest.mark.slow
+def test_kill_9_of_the_server_loses_no_acknowledged_answer(tmp_path):
+    """kill -9 the real server (uvicorn, its own process) while answers arrive; restarted, it
+    holds every acknowledged answer exactly once and the loop goes on to the end."""
+    import httpx
+
+    truth = _items(tmp_path, n=30)
+    made = _cli(tmp_path / "proj", "--items", tmp_path / "items.csv", "--classes", "cat,dog,bird",
+                "--annotators", "alice,bob,carol", "--update-every", "5", "--no-early-stop",
+                "--links")
+    assert made.returncode == 0, made.stderr
+    from crowdinfer.serve import Project
+
+    with Project(tmp_path / "proj") as p:
+        tokens, req = dict(p.tokens), p.spec["requester_token"]
+    port = 8000 + os.getpid() % 1000
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+
+    def start():
+        proc = subprocess.Popen([sys.executable, "-m", "crowdinfer.cli", "serve",
+                                 str(tmp_path / "proj"), "--port", str(port)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        deadline = time.time() + 300  # start-up is slow on a loaded machine
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/api/next",
+                             headers={"X-Token": tokens["alice"]}).status_code == 200:
+                    return proc
+            except httpx.TransportError:
+                time.sleep(0.1)
+        raise AssertionError("the server did not start")
+
+    acked = []
+
+    def annotate(limit):
+        for name in ("alice", "bob", "carol"):
+            h = {"X-Token": tokens[name]}
+            nxt = httpx.get(f"http://127.0.0.1:{port}/api/next", headers=h).json()
+            while nxt["item"] is not None and len(acked) < limit:
+                r = httpx.post(f"http://127.0.0.1:{port}/api/answer", headers=h,
+                               json={"item": nxt["item"], "label": truth[nxt["item"]]})
+                assert r.status_code == 200, r.text
+                acked.append((name, nxt["item"]))
+                nxt = r.json()["next"]
+
+    server = start()
+    try:
+        annotate(40)
+        server.kill()  # SIGKILL: no shutdown, no last update
+        server.wait()
+        server = start()
+        board = httpx.get(f"http://127.0.0.1:{port}/api/dashboard", headers={"X-Token": req}).json()
+        assert len(acked) == 40 and board["answers"] == 40
+        annotate(10_000)
+        for _ in range(100):
+            board = httpx.get(f"http://127.0.0.1:{port}/api/dashboard",
+                              headers={"X-Token": req}).json()
+            if board["stopped"]:
+                break
+            time.sleep(0.2)
+        assert board["stopped"] == "every item is finished or has reached the per-item cap"
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=120)
+    with Project(tmp_path / "proj") as p:
+        rows = p.session.ledger.read()
+        recorded = [(p.session.worker_ids[w], p.item_ids[i]) for i, w in
+                    rows[["item", "worker"]].itertuples(index=False)]
+        assert sorted(recorded) == sorted(acked)  # each acknowledged answer, exactly once
+        labels = p.labels_frame()
+    assert (labels["label"] == labels["item"].map(truth)).all()

@@ -19,6 +19,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--sampler", default="random", help="first run: random, greedy or bald")
     parser.add_argument("--update-every", type=int, default=None,
                         help="first run: answers between two updates (default N/20, 5..200)")
+    parser.add_argument("--no-early-stop", action="store_true",
+                        help="first run: stop only when every item is finished or at its cap "
+                             "(or from the dashboard), never because progress stalled")
     parser.add_argument("--annotators", default="",
                         help="annotator ids to create, comma-separated (more can join later)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default "
@@ -46,8 +49,9 @@ def run(args) -> int:
         if not args.classes:
             raise ProjectError("a new project needs --classes (e.g. --classes cat,dog,bird)")
         classes = [c.strip() for c in args.classes.split(",") if c.strip()]
+        extra = {"early_stop": None} if args.no_early_stop else {}
         create_project(folder, args.items, classes, preset=args.preset, sampler=args.sampler,
-                       update_every=args.update_every)
+                       update_every=args.update_every, **extra)
     elif not (folder / "project.json").exists():
         raise ProjectError(f"{folder} holds no project yet: create it with --items and --classes")
     project = Project(folder)
