@@ -23,11 +23,11 @@ def git_commit() -> str:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, text=True,
                                 capture_output=True).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "crowdinfer", "models"], cwd=REPO,
-                               text=True, capture_output=True).stdout.strip()
+                               text=True, capture_output=True).stdout.rstrip()  # keep " M path"
     except OSError:
         return "unknown"
     if dirty:
-        commit += " + uncommitted changes to " + ", ".join(ln[3:] for ln in dirty.splitlines())
+        commit += " + uncommitted changes to " + ", ".join(ln[3:] for ln in dirty.splitlines() if ln)
     return commit
 
 
