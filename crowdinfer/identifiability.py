@@ -28,8 +28,14 @@ PIN = 1e4  # pseudo-answers per confusion row that pin an unidentified worker to
 
 
 def _distinct_pairs(annotations) -> tuple[np.ndarray, np.ndarray]:
-    pairs = np.unique(np.stack([annotations.item, annotations.worker]), axis=1)
-    return pairs[0], pairs[1]
+    """The distinct (item, worker) pairs, in O(n) when the annotations are sorted (they are)."""
+    m = max(annotations.n_workers, 1)
+    key = annotations.item.astype(np.int64) * m + annotations.worker
+    if len(key) and np.all(key[1:] >= key[:-1]):
+        key = key[np.r_[True, key[1:] != key[:-1]]]
+    else:
+        key = np.unique(key)
+    return key // m, key % m
 
 
 def worker_overlap(annotations) -> np.ndarray:
