@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 
 import crowdinfer as ci
 from crowdinfer.cli import main
@@ -297,3 +298,19 @@ def test_to_arviz_for_every_default_engine_and_svi():
         assert p["label_probs"].shape == (4, 10, 200, 3), model
         assert p.attrs["mcmc"] == 0 and post.diagnostics is None, model  # no r-hat for these
         assert float(p["confusion"].sum("observed_class").min()) > 0.999, model
+
+
+def test_an_unexpected_error_is_one_line_too(tmp_path, capsys, monkeypatch):
+    from crowdinfer import cli
+
+    def broken(args):
+        raise OverflowError("Python int too large to convert to C long\nsecond line")
+
+    monkeypatch.setitem(cli.COMMANDS, "fit", (cli.COMMANDS["fit"][0], broken))
+    assert main(["fit", "x.csv"]) == 2
+    assert capsys.readouterr().err == (
+        "crowdinfer fit: error: OverflowError: Python int too large to convert to C long; "
+        "second line\n")
+    monkeypatch.setenv("CROWDINFER_DEBUG", "1")
+    with pytest.raises(OverflowError):
+        main(["fit", "x.csv"])
