@@ -60,7 +60,7 @@ def pooled_skill(annotations) -> np.ndarray:
     from .models import dawid_skene, priors
 
     k = annotations.n_classes
-    item, worker = _distinct_pairs(annotations)
+    item, _ = _distinct_pairs(annotations)
     shared_items = np.flatnonzero(np.bincount(item, minlength=annotations.n_items) >= 2)
     if len(shared_items) == 0:
         mean = priors.homogeneous(k, 1.0, priors.DEFAULT_ACCURACY)

@@ -4,6 +4,8 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import crowdinfer as ci
 
@@ -52,8 +54,6 @@ def test_permuting_class_names_permutes_the_output(frame):
 
 
 # ---------------------------------------------------------------- every model, property-based
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
 
 N_ITEMS, N_WORKERS, CLASSES = 24, 6, ["a", "b", "c"]
 # resolve ``ci.fit`` (the function) before ``ci.MODELS`` imports the ``crowdinfer.fit`` submodule,

@@ -86,7 +86,7 @@ def test_use_gold_clamps_under_nuts(model):
 
 def test_accuracy_refuses_to_score_clamped_gold_only():
     df, truth = crowd(2)
-    ann, gold, _ = with_partial_gold(df, truth, fraction=1.0)
+    ann, _, _ = with_partial_gold(df, truth, fraction=1.0)
     post = fit_quietly(ann, use_gold=True)
     with pytest.raises(ValueError, match="all 40 gold items were clamped to their gold label"):
         post.accuracy()
@@ -103,7 +103,7 @@ def test_minibatch_svi_says_it_cannot_clamp():
 def test_worker_prior_from_gold_stays_without_clamping():
     """prior='worker' (seed 000 A.4 B) is built from the gold whether or not the gold is clamped."""
     df, truth = crowd(4)
-    ann, gold, keep = with_partial_gold(df, truth)
+    ann, _, _ = with_partial_gold(df, truth)
     post = fit_quietly(ann, prior="worker", strength=2)
     assert post.gold_used is None
     np.testing.assert_allclose(post.options["hyper"]["confusion"][:, :, :].sum((-2, -1)),
