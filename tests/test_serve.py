@@ -390,3 +390,46 @@ def test_kill_9_of_the_server_loses_no_acknowledged_answer(tmp_path):
         assert sorted(recorded) == sorted(acked)  # each acknowledged answer, exactly once
         labels = p.labels_frame()
     assert (labels["label"] == labels["item"].map(truth)).all()
+
+
+def test_items_from_the_platforms_task_files(tmp_path):
+    from crowdinfer.serve import read_items
+
+    tasks = [{"id": 7, "data": {"image": "https://img.example.org/a.jpg"}},
+             {"id": 9, "data": {"image": "https://img.example.org/b.jpg"}, "annotations": []}]
+    (tmp_path / "tasks.json").write_text(__import__("json").dumps(tasks))
+    items, protos, features = read_items(tmp_path / "tasks.json", CLASSES)
+    assert items["item"].tolist() == ["7", "9"] and items["image"].str.endswith(".jpg").all()
+    (tmp_path / "pool.tsv").write_text("INPUT:text\tGOLDEN:result\nhello\t\nworld\tcat\n")
+    items, _, _ = read_items(tmp_path / "pool.tsv", CLASSES)
+    assert items["item"].tolist() == ["hello", "world"] and items["text"].tolist() == ["hello", "world"]
+    (tmp_path / "bad.json").write_text('[{"data": {"audio": "x.wav"}}]')
+    with pytest.raises(ValueError, match=r"task #0 has neither data.image nor data.text"):
+        read_items(tmp_path / "bad.json", CLASSES)
+
+
+@pytest.mark.parametrize("sampler", ["greedy", "bald"])
+def test_greedy_and_bald_choose_by_the_annotators_own_scores(tmp_path, sampler):
+    from crowdinfer.serve import Project, create_project
+
+    truth = _items(tmp_path, n=24)
+    create_project(tmp_path / "proj", tmp_path / "items.csv", CLASSES, sampler=sampler,
+                   update_every=1000, annotators=["alice", "bob", "carol"], early_stop=None)
+    with Project(tmp_path / "proj") as project:
+        a, b, c = (project.codes[n] for n in ("alice", "bob", "carol"))
+        for n, item in enumerate(list(truth)[:12]):  # alice and carol right, bob mostly wrong
+            i = project.session.item_index[item]
+            project.submit(a, i, CLASSES.index(truth[item]))
+            project.submit(c, i, CLASSES.index(truth[item]))
+            project.submit(b, i, (CLASSES.index(truth[item]) + (n % 4 > 0)) % 3)
+        project.session.update()
+        project._publish()
+        scores = project.view["scores"]
+        assert scores.shape[0] == 24 and scores.shape[1] >= 2
+        for w in (a, b):
+            item = project.next_item(w)
+            open_ = ~project.view["finished"] & (project.counts + project.outstanding <= 3)
+            open_[list(project.answered[w])] = False
+            assert scores[item, w] >= scores[open_, w].max() - 1e-5  # the best for this annotator
+        if sampler == "greedy":  # alice's expected accuracy is higher on every item
+            assert (scores[:, a] > scores[:, b]).all()

@@ -59,15 +59,26 @@ def _atomic_json(path: Path, value) -> None:
 def read_items(path, classes: Sequence[str]):
     """The items table: ``item`` (id), ``image`` (path or URL) or ``text``, optional numeric
     feature columns, optional ``label`` (a prototype: a clean example of that class, not
-    annotated).  Returns ``(items, prototypes, feature columns)``."""
+    annotated).  Also Label Studio tasks (``.json``: task id, ``data.image``/``data.text``) and
+    Toloka task files (``INPUT:image``/``INPUT:text``, which is also the item id).  Returns
+    ``(items, prototypes, feature columns)``."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such items file: {path}")
     if path.suffix == ".parquet":
         table = pd.read_parquet(path)
+    elif path.suffix == ".json":
+        table = _label_studio_items(path)
     else:
         table = pd.read_csv(path, sep="\t" if path.suffix in (".tsv", ".tab") else ",",
                             dtype={"item": str, "label": str, "image": str, "text": str})
+    inputs = [c for c in table.columns if str(c).startswith("INPUT:")]
+    if inputs and "item" not in table.columns:  # Toloka's task file: INPUT:image or INPUT:text
+        table = table.rename(columns={c: c[len("INPUT:"):] for c in inputs})
+        kind = next((c for c in ("image", "text") if c in table.columns), None)
+        if kind is None:
+            raise ProjectError(f"{path}: a Toloka task file needs INPUT:image or INPUT:text")
+        table = table.drop_duplicates(kind).assign(item=lambda t: t[kind])
     if "item" not in table.columns:
         raise ProjectError(f"{path} needs an 'item' column (columns: {list(table.columns)})")
     kinds = [c for c in ("image", "text") if c in table.columns]
@@ -96,6 +107,25 @@ def read_items(path, classes: Sequence[str]):
     if len(items) == 0:
         raise ProjectError(f"{path} has no item to annotate")
     return items, protos, features
+
+
+def _label_studio_items(path: Path) -> pd.DataFrame:
+    """Items from Label Studio tasks (an export or an import file): the task ``id`` (else its
+    position) and ``data.image`` or ``data.text``."""
+    try:
+        tasks = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ProjectError(f"{path} is not valid JSON ({err})") from None
+    if not isinstance(tasks, list) or not all(isinstance(t, dict) and "data" in t for t in tasks):
+        raise ProjectError(f"{path}: Label Studio tasks are a JSON list of {{\"data\": ...}}")
+    rows = []
+    for n, task in enumerate(tasks):
+        data = task["data"]
+        kind = next((k for k in ("image", "text") if k in data), None)
+        if kind is None:
+            raise ProjectError(f"{path}: task #{n} has neither data.image nor data.text")
+        rows.append({"item": str(task.get("id", n)), kind: data[kind]})
+    return pd.DataFrame(rows)
 
 
 def create_project(folder, items_file, classes: Sequence[str], *, preset: Optional[str] = None,
@@ -350,34 +380,41 @@ class Project:
                     self._answers.put(None)
                     break
                 batch.append(more)
-            try:
-                receipt = self.session.record([a.item for a in batch], [a.worker for a in batch],
-                                              [a.label for a in batch])
-                results = [(ok, why) for ok, why in zip(receipt.accepted.tolist(), receipt.reasons)]
-            except Exception as err:  # the transaction rolled back: nothing was acknowledged
-                results = [(False, f"error: {err}")] * len(batch)
-            with self.lock:
-                for a, (ok, _) in zip(batch, results):
-                    if not ok:
-                        continue
-                    self.counts[a.item] += 1
-                    self.answered.setdefault(a.worker, set()).add(a.item)
-                    self.answers_total += 1
-                    lease = self.leases.get(a.worker)
-                    if lease is not None and lease[0] == a.item:
-                        del self.leases[a.worker]
-                        self.outstanding[a.item] -= 1
-                self.since_update += sum(ok for ok, _ in results)
-                if self.since_update >= self.update_every:
-                    self.since_update = 0
-                    self._wake.set()
-            for a, result in zip(batch, results):
-                a.resolve(result)
+            self._commit(batch)
+
+    def _commit(self, batch: list) -> None:
+        """Record a batch of answers in one ledger transaction, then acknowledge each."""
+        try:
+            receipt = self.session.record([a.item for a in batch], [a.worker for a in batch],
+                                          [a.label for a in batch])
+            results = [(ok, why) for ok, why in zip(receipt.accepted.tolist(), receipt.reasons)]
+        except Exception as err:  # the transaction rolled back: nothing was acknowledged
+            results = [(False, f"error: {err}")] * len(batch)
+        with self.lock:
+            for a, (ok, _) in zip(batch, results):
+                if not ok:
+                    continue
+                self.counts[a.item] += 1
+                self.answered.setdefault(a.worker, set()).add(a.item)
+                self.answers_total += 1
+                lease = self.leases.get(a.worker)
+                if lease is not None and lease[0] == a.item:
+                    del self.leases[a.worker]
+                    self.outstanding[a.item] -= 1
+            self.since_update += sum(ok for ok, _ in results)
+            if self.since_update >= self.update_every:
+                self.since_update = 0
+                self._wake.set()
+        for a, result in zip(batch, results):
+            a.resolve(result)
 
     def submit(self, worker: int, item: int, label: int, timeout: float = 30.0):
         """Record one answer (ledger first); returns ``(accepted, reason)`` once it is committed."""
         answer = _Answer(int(item), int(worker), int(label))
-        self._answers.put(answer)
+        if self._threads:
+            self._answers.put(answer)
+        else:  # not serving: commit here
+            self._commit([answer])
         if not answer.done.wait(timeout):
             raise TimeoutError("the ledger did not acknowledge the answer in time")
         return answer.result
