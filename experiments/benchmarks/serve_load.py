@@ -31,6 +31,12 @@ HERE = Path(__file__).parent
 CLASSES = ["c0", "c1", "c2", "c3", "c4"]
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -170,24 +176,26 @@ def main(argv=None) -> int:
         tokens = [p.tokens[n] for n in names]
         first_token = tokens[0]
     port = _free_port()
-    base = f"http://127.0.0.1:{port}"
     log = open(work / "server.log", "wb")
     acked, latencies, errors = [], [], []
 
     server = _start(work / "proj", port, log)
     server2 = None
     walls = []  # wall-clock times: phase 1 start, the kill, phase 2 start
+    cpu = []  # server CPU seconds at phase 1 start, the kill, phase 2 start, phase 2 end
     try:
         # phase 1 runs; kill -9 happens while phase 1's clients are still submitting
         async def phase_one_with_kill():
             ready = await _wait_ready(port, first_token)
             walls.append(time.time())
+            cpu.append(_cpu_seconds(server.pid))
             t1 = time.perf_counter()
             task = asyncio.ensure_future(_phase(port, tokens, truth, args.seconds, acked,
                                                 latencies, errors, 1, args.think))
             await asyncio.sleep(args.seconds * 0.75)
             killed_at = time.perf_counter()
             walls.append(time.time())
+            cpu.append(_cpu_seconds(server.pid))
             server.send_signal(signal.SIGKILL)
             await asyncio.sleep(0.05)
             await task
@@ -197,14 +205,15 @@ def main(argv=None) -> int:
         server.wait()
         acked_before_kill = sum(1 for a in acked if a[3] < killed_at)
         # restart on the same folder; phase 2
-        restart = time.perf_counter()
         server2 = _start(work / "proj", port, log)
 
         async def phase_two():
             ready = await _wait_ready(port, first_token)
             walls.append(time.time())
+            cpu.append(_cpu_seconds(server2.pid))
             t2 = time.perf_counter()
             await _phase(port, tokens, truth, args.seconds, acked, latencies, errors, 2, args.think)
+            cpu.append(_cpu_seconds(server2.pid))
             return ready, t2
 
         ready2, t2 = asyncio.run(phase_two())
@@ -281,6 +290,10 @@ def main(argv=None) -> int:
         f"- **Ledger check**: {len(rows)} rows. Acknowledged answers missing or with another label: "
         f"**{len(missing)}**. (item, annotator) pairs recorded more than once: **{dup}**. Rows "
         f"committed whose reply was lost in the kill (the client's retry then got a 409): {extra}.",
+        f"- Server CPU time per acknowledged answer (user + system, updates included; independent "
+        f"of the machine's load): {1e3 * (cpu[1] - cpu[0]) / max(len(p1), 1):.2f} ms before the "
+        f"kill, {1e3 * (cpu[3] - cpu[2]) / max(len(p2), 1):.2f} ms after the restart, i.e. one "
+        f"core serves about {max(len(p2), 1) / max(cpu[3] - cpu[2], 1e-9):.0f} answers/s.",
         f"- Client-side errors (connection refused while the server was down): {len(errors)}.",
         f"- Machine load when the run started (1-minute load average, 2 cores shared with other "
         f"jobs): {load:.1f}.",
@@ -294,7 +307,7 @@ def main(argv=None) -> int:
         "",
     ]
     previous = Path(args.out).read_text() if args.append and Path(args.out).exists() else ""
-    Path(args.out).write_text(previous + "\n".join(lines))
+    Path(args.out).write_text(previous + ("\n" if previous else "") + "\n".join(lines))
     print("\n".join(lines))
     return 0 if not missing and not dup else 1
 
