@@ -16,7 +16,8 @@ shared loop (:mod:`crowdinfer.inference.loop`) with the ``K * M`` (class, subtyp
 "classes": ``VB`` is the worker part (``q(v[j, k, m]) = Dirichlet(beta_k + C[j, (k, m), :])``) and
 ``PRIOR`` the class part (``q(tau)``, ``q(pi)``).  The objective is the evidence lower bound; it
 never decreases (tests).  The subtype responsibilities start from the soft majority vote split at
-random over subtypes (``Dirichlet(1)`` draws); as in the authors' evaluation, ``restarts`` random
+random over subtypes (see :func:`initial_probs`: random per subtype, not per item, so that
+renaming workers, items or classes changes nothing); as in the authors' evaluation, ``restarts`` random
 starts (default 40, run side by side under one ``vmap``) are made and the one with the highest ELBO
 is kept.  Defaults are the authors': ``M = 10``, ``a_pi = 0.1``, ``a_v = 4``, ``b_v = 1``, the
 empirical class prior ``alpha = `` the majority-vote class counts (``empirical_prior=True``; else
@@ -163,13 +164,37 @@ PRIOR = ClassPart(
 SPEC = Spec(VB, PRIOR)
 
 
+def item_features(data: CrowdData) -> jax.Array:
+    """Name-free descriptors of each (item, class), standardised, shape (N, K, 4): the class's vote
+    fraction, the item's vote entropy, its number of answers, and the mean agreement of its
+    workers with the majority vote -- none depends on how workers, items or classes are named."""
+    from crowdinfer.models import majority_vote
+
+    from .wawa import agreement
+
+    votes = majority_vote.soft(data)
+    n_i = jax.ops.segment_sum(data.weight, data.item, data.n_items)
+    entropy = -(votes * jnp.log(jnp.maximum(votes, 1e-30))).sum(-1)
+    skill = agreement(data, votes)[data.worker] * data.weight
+    mean_skill = jax.ops.segment_sum(skill, data.item, data.n_items) / jnp.maximum(n_i, 1.0)
+    per_item = jnp.stack([entropy, jnp.log1p(n_i), mean_skill], -1)
+    per_item = jnp.broadcast_to(per_item[:, None, :], votes.shape + (3,))
+    phi = jnp.concatenate([votes[..., None], per_item], -1)
+    return (phi - phi.mean((0, 1))) / (phi.std((0, 1)) + 1e-6)
+
+
 def initial_probs(data: CrowdData, hyper: dict, n_subtypes: int, key: jax.Array) -> jax.Array:
-    """The soft majority vote split over subtypes by ``Dirichlet(1)`` draws: (N, K*M)."""
+    """The soft majority vote split over subtypes, (N, K*M).  The split is random, as in the
+    authors' code, but drawn per *subtype* (a random direction ``u_m`` in the space of
+    :func:`item_features`, split ``softmax_m(2 u_m . phi_ik)``) rather than per item, so that it
+    does not depend on the names or order of workers, items and classes."""
     from crowdinfer.models import majority_vote
     from crowdinfer.models.class_prior import clamp_probs
 
     mv = clamp_probs(majority_vote.soft(data), hyper)
-    split = jax.random.dirichlet(key, jnp.ones(n_subtypes), (data.n_items, data.n_classes))
+    phi = item_features(data)
+    u = jax.random.normal(key, (n_subtypes, phi.shape[-1]))
+    split = jax.nn.softmax(2.0 * jnp.einsum("ikf,mf->ikm", phi, u), axis=-1)
     return (mv[:, :, None] * split).reshape(data.n_items, -1)
 
 

@@ -5,8 +5,12 @@ Not generative models; the pieces are pure jitted functions of a :class:`CrowdDa
 * :func:`weighted_vote` -- ``score[i, l] = sum_{n: i_n = i, z_n = l} skill[w_n]``, normalised per
   item (an item with no positive score gets the uniform distribution);
 * :func:`agreement` -- each worker's fraction of answers equal to given labels;
-* **Wawa** ("worker agreement with aggregate", as in crowd-kit): the majority vote (ties to the
-  first class), each worker's agreement with it as their skill, then the skill-weighted vote;
+* **Wawa** ("worker agreement with aggregate", as in crowd-kit): the majority vote, each worker's
+  agreement with it as their skill, then the skill-weighted vote.  A tied vote among ``t``
+  classes counts an answer to any of them ``1/t`` right (``ties="split"``, the default: the result
+  does not depend on how classes are named); ``ties="first"`` gives the tie to the first class,
+  as crowd-kit does (its "first" is the order of its ``value_counts``, which no renaming-invariant
+  rule reproduces);
 * **weighted vote** (``fit(ann, "weighted_vote")``): the same agreement turned into the log-odds
   weight ``log((K - 1) a_j / (1 - a_j))`` -- the optimal weight of an independent worker who is
   right with probability ``a_j`` and errs uniformly (Nitzan & Paroush 1982); the label
@@ -22,6 +26,7 @@ the output.  There is no likelihood: these report no objective.
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 from typing import Any
 
 import jax
@@ -53,23 +58,38 @@ def weighted_vote(data: CrowdData, skills: jax.Array) -> jax.Array:
 
 
 def agreement(data: CrowdData, labels: jax.Array) -> jax.Array:
-    """Each worker's (weighted) fraction of answers equal to ``labels[item]``, (M,); 0 for a
-    worker with no answers."""
-    hit = (data.label == labels[data.item]) * data.weight
+    """Each worker's (weighted) fraction of answers equal to the items' labels, (M,); 0 for a
+    worker with no answers.  ``labels`` are class codes (N,) or distributions (N, K) (a tie among
+    ``t`` classes as ``1/t`` each: the answer counts ``1/t`` right)."""
+    if labels.ndim == 1:
+        labels = jax.nn.one_hot(labels, data.n_classes)
+    hit = labels[data.item, data.label] * data.weight
     right = jax.ops.segment_sum(hit, data.worker, data.n_workers)
     total = jax.ops.segment_sum(data.weight, data.worker, data.n_workers)
     return jnp.where(total > 0, right / jnp.maximum(total, 1e-30), 0.0)
 
 
+def winners(scores: jax.Array, ties: str) -> jax.Array:
+    """The labels of vote scores (N, K) as distributions: ``ties="split"`` spreads a tie evenly
+    over the tied classes (invariant to how classes are named); ``"first"`` gives it to the first
+    (crowd-kit's rule, up to its own class order)."""
+    if ties == "first":
+        return jax.nn.one_hot(jnp.argmax(scores, -1), scores.shape[-1])
+    top = scores >= scores.max(-1, keepdims=True) - 1e-6 * jnp.abs(scores).max(-1, keepdims=True)
+    return top / top.sum(-1, keepdims=True)
+
+
 def clamp_labels(labels: jax.Array, gold: jax.Array | None) -> jax.Array:
-    """Gold labels (codes >= 0) replace ``labels``; ``gold=None`` leaves them."""
-    return labels if gold is None else jnp.where(gold >= 0, gold, labels)
+    """Gold labels (codes >= 0) replace the label distributions (N, K); ``gold=None`` leaves them."""
+    if gold is None:
+        return labels
+    return jnp.where((gold >= 0)[:, None], jax.nn.one_hot(gold, labels.shape[-1]), labels)
 
 
-@jax.jit
-def wawa_skills(data: CrowdData, gold: jax.Array | None = None) -> jax.Array:
-    """Agreement with the majority vote (ties to the first class; gold labels where given)."""
-    return agreement(data, clamp_labels(jnp.argmax(vote_counts(data), -1), gold))
+@partial(jax.jit, static_argnames="ties")
+def wawa_skills(data: CrowdData, gold: jax.Array | None = None, ties: str = "split") -> jax.Array:
+    """Agreement with the majority vote (gold labels where given)."""
+    return agreement(data, clamp_labels(winners(vote_counts(data), ties), gold))
 
 
 def log_odds(accuracy: jax.Array, n_classes: int, floor: float = 1e-3) -> jax.Array:
@@ -102,11 +122,12 @@ def _gold(annotations):
     return None if annotations.gold is None else jnp.asarray(annotations.gold, jnp.int32)
 
 
-def wawa_runner(annotations) -> Any:
+def wawa_runner(annotations, *, ties: str = "split") -> Any:
     """``fit(ann, "wawa")``."""
     data = annotations.to_device()
-    skills = wawa_skills(data, _gold(annotations))
-    return vote_posterior(annotations, data, weighted_vote(data, skills), skills, "wawa", {})
+    skills = wawa_skills(data, _gold(annotations), ties)
+    return vote_posterior(annotations, data, weighted_vote(data, skills), skills, "wawa",
+                          {"ties": ties})
 
 
 def _user_skills(annotations, skills) -> np.ndarray:
@@ -125,12 +146,12 @@ def _user_skills(annotations, skills) -> np.ndarray:
     return arr
 
 
-def weighted_vote_runner(annotations, *, skills=None) -> Any:
+def weighted_vote_runner(annotations, *, skills=None, ties: str = "split") -> Any:
     """``fit(ann, "weighted_vote")``: log-odds weights from agreement with the majority vote, or
     the given ``skills``."""
     data = annotations.to_device()
     if skills is None:
-        weights = log_odds(wawa_skills(data, _gold(annotations)), data.n_classes)
+        weights = log_odds(wawa_skills(data, _gold(annotations), ties), data.n_classes)
         probs, given = _signed_vote(data, weights), False
     else:
         weights = jnp.asarray(_user_skills(annotations, skills), jnp.float32)
@@ -151,8 +172,17 @@ class WeightedVoteOptions(opts._Group):
     """``skills``: one weight per worker (array or {worker id: weight}); None: log-odds weights."""
 
     skills: Any = opts._opt(None, opts.anything)
+    ties: str = opts._opt("split", opts.choice("split", "first"))
 
 
-opts.register("wawa", "vote", description="Wawa: the vote weighted by agreement with the majority vote")
+@dataclasses.dataclass(frozen=True)
+class TiesOptions(opts._Group):
+    """How a tied majority vote counts when skills are measured against it: ``"split"`` (an
+    answer to a tie among t classes is 1/t right; invariant to class names) or ``"first"``."""
+
+    ties: str = opts._opt("split", opts.choice("split", "first"))
+
+
+opts.register("wawa", "vote", TiesOptions, description="Wawa: the vote weighted by agreement with the majority vote")
 opts.register("weighted_vote", "vote", WeightedVoteOptions,
               description="the vote weighted by log-odds worker skills (or skills you give)")
