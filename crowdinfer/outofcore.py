@@ -63,7 +63,8 @@ def sizes(source) -> tuple[int, int, int]:
 
     dataset, _ = _dataset(source)
     top = [-1, -1, -1]
-    for batch in dataset.to_batches(columns=list(COLUMNS)):
+    for batch in dataset.to_batches(columns=list(COLUMNS), batch_readahead=1,
+                                    fragment_readahead=1):
         for j, col in enumerate(COLUMNS):
             if batch.num_rows:
                 top[j] = max(top[j], pc.max(batch.column(col)).as_py())
@@ -101,7 +102,9 @@ def chunks(source, rows: int, progress: bool = False, desc: str = "") -> Iterato
         bar = tqdm(total=dataset.count_rows(), desc=desc, unit="ann", unit_scale=True, leave=False)
     buf = None
     last_item = -1
-    for batch in dataset.to_batches(columns=columns, batch_size=min(rows, 2**20)):
+    # little read-ahead: the memory in use stays a few chunks, whatever the file's size
+    for batch in dataset.to_batches(columns=columns, batch_size=min(rows, 2**20),
+                                    batch_readahead=1, fragment_readahead=1):
         new = [batch.column(c).to_numpy(zero_copy_only=False) for c in columns]
         new = [new[0].astype(np.int64), new[1].astype(np.int32), new[2].astype(np.int32),
                new[3].astype(np.float32) if has_weight else np.ones(len(new[0]), np.float32)]

@@ -4,7 +4,8 @@ bandwidth from 10^5 to 10^8 annotations, peak memory, bigger-than-memory EM, 2 p
 
     python experiments/benchmarks/scale.py defaults      # ci.fit vs DawidSkene(n_iter=100), 1e5..1e6
     python experiments/benchmarks/scale.py iterations    # per-iteration time, 1e5..1e7 (K=10, K=2)
-    python experiments/benchmarks/scale.py big           # 10^8 annotations, K=2 and K=10 (~25 min)
+    XLA_FLAGS=--xla_force_host_platform_device_count=2 python experiments/benchmarks/scale.py iterations2
+    XLA_FLAGS=--xla_force_host_platform_device_count=2 python experiments/benchmarks/scale.py big
     python experiments/benchmarks/scale.py outofcore     # Parquet file >= 2x the run's memory limit
     python experiments/benchmarks/scale.py multiprocess  # the same fit over 2 processes x 2 devices
     python experiments/benchmarks/scale.py report        # experiments/benchmarks/scale.md
@@ -280,29 +281,30 @@ def iteration_worker(n: int, k: int, full_fit: bool = False) -> dict:
 
 
 # ------------------------------------------------------------------ part: out-of-core
-def outofcore_worker(path: str, limit_gb: float, k: int, n_workers: int) -> dict:
+def outofcore_worker(path: str, limit_gb: float, k: int, n_workers: int, engine: str) -> dict:
     import resource
 
     resource.setrlimit(resource.RLIMIT_AS, (int(limit_gb * 1e9),) * 2)
+    os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")  # no large arena reservations
     import numpy as np
 
     from crowdinfer import outofcore
 
     out = {"device": device_info(), "limit_gb": limit_gb, "load_before": load_average()}
+    n_items = len(np.load(path + ".truth.npy", mmap_mode="r"))
     t = time.perf_counter()
-    res = outofcore.em(path, n_classes=k, n_workers=n_workers, max_iter=4, tol=-math.inf,
-                       stop="objective", progress=False, rows=2**21)
-    out["em_s"] = time.perf_counter() - t
-    out["em_n_iter"] = res.n_iter
+    if engine == "em":
+        res = outofcore.em(path, n_items=n_items, n_classes=k, n_workers=n_workers, max_iter=2,
+                           tol=-math.inf, stop="objective", progress=False, rows=2**21)
+        out["em_n_iter"] = res.n_iter
+        out["em_objective"] = res.history.tolist()
+    else:
+        res = outofcore.svi(path, n_items=n_items, n_classes=k, n_workers=n_workers,
+                            progress=False)
+    out[f"{engine}_s"] = time.perf_counter() - t
     truth = np.load(path + ".truth.npy")
-    out["em_accuracy"] = float((res.label_probs.argmax(1) == truth).mean())
-    out["em_objective"] = res.history.tolist()
-    t = time.perf_counter()
-    del res
-    svi = outofcore.svi(path, n_classes=k, n_workers=n_workers, progress=False)
-    out["svi_s"] = time.perf_counter() - t
-    out["svi_accuracy"] = float((svi.label_probs.argmax(1) == truth).mean())
-    out["peak_rss_gb"] = _peak_rss_gb()
+    out[f"{engine}_accuracy"] = float((res.label_probs.argmax(1) == truth).mean())
+    out[f"{engine}_peak_rss_gb"] = _peak_rss_gb()
     out["load_after"] = load_average()
     return out
 
@@ -406,6 +408,13 @@ def main(part: str) -> None:
                 rows.append(_in_subprocess("iteration_worker", n, k))
                 print(rows[-1], flush=True)
         _save(part, rows)
+    elif part == "iterations2":  # 10^6 and 10^7 on 2 CPU devices, as the 10^8 runs
+        rows = []
+        for k in (10, 2):
+            for n in (10**6, 10**7):
+                rows.append(_in_subprocess("iteration_worker", n, k))
+                print(rows[-1], flush=True)
+        _save(part, rows)
     elif part == "big":
         rows = []
         for k in (2, 10):
@@ -416,9 +425,21 @@ def main(part: str) -> None:
         n, k, limit = int(os.environ.get("SCALE_OOC_ROWS", 42 * 10**7)), 2, 2.5
         tmp = Path(os.environ.get("SCALE_OOC_DIR", tempfile.gettempdir()))
         path = str(tmp / f"scale_ooc_{n}.parquet")
-        meta = write_parquet(path, n, k)
-        row = _in_subprocess("outofcore_worker", path, limit, k, 200, timeout=3600)
-        row.update(meta)
+        if os.path.exists(path + ".truth.npy") and os.path.exists(path):  # written before
+            import numpy as np
+            import pyarrow.parquet as pq
+
+            rows_ = pq.ParquetFile(path).metadata.num_rows
+            meta = {"rows": rows_, "file_gb": os.path.getsize(path) / 1e9,
+                    "in_memory_gb": 12 * rows_ / 1e9,
+                    "n_items": len(np.load(path + ".truth.npy", mmap_mode="r"))}
+        else:
+            meta = write_parquet(path, n, k)
+        row = dict(meta)
+        for engine in ("em", "svi"):
+            got = _in_subprocess("outofcore_worker", path, limit, k, 200, engine, timeout=1500)
+            row.update(got if "error" not in got else {f"{engine}_error": got["error"]})
+            print(got, flush=True)
         print(row, flush=True)
         _save(part, [row])
     elif part == "multiprocess":
@@ -439,6 +460,34 @@ def _load(part: str):
 def _load1(text: str) -> str:
     """The 1-minute load average out of :func:`machine.load_average`'s line."""
     return text.split()[2]
+
+
+def _targets(d, rows) -> list[str]:
+    """The issue's targets, each PASS or FAIL from the tables below."""
+    out = ["## Targets (issue 11), from the tables below\n",
+           "The machine was shared with other sessions' jobs throughout (1-minute load average 14-25 "
+           "on 2 cores, written next to each number): every time is the best of repeated calls, "
+           "but all of them, crowd-kit's included, ran at a fraction of the machine.\n"]
+    at = [r for r in (d["rows"] if d else []) if r.get("n") == 5 * 10**5 and "error" not in r]
+    for r in at:
+        for name, label in (("dawid_skene", '`ci.fit(ann, "dawid_skene")`'),
+                            ("default", f"`ci.fit(ann)` ({r['default_model']})")):
+            ratio = r["crowdkit_s"] / r[f"{name}_s"]
+            gap = abs(r[f"{name}_acc"] - r["crowdkit_acc"])
+            ok = ratio >= 30 and gap <= 0.002
+            out.append(f"- {label} >= 30x crowd-kit's default at 5·10^5, accuracy within 0.002: "
+                       f"{ratio:.1f}x, accuracy gap {gap:.4f} -- **{'PASS' if ok else 'FAIL'}**")
+    if rows:
+        worst = max(r["iteration_s"] / r["bound_s"] for r in rows if r["n"] >= 10**6)
+        out.append(f"- time per iteration within 3x of the bandwidth bound (10^6 and up): worst "
+                   f"{worst:.1f}x -- **{'PASS' if worst <= 3 else 'FAIL'}**")
+        for r in rows:
+            if "fit_s" in r and r["k"] == 2:
+                ratio = SPARK_CROWD_DS_1E8_S / r["fit_s"]
+                out.append(f"- 10^8 binary labels >= 10x faster than spark-crowd's 703 s: "
+                           f"{r['fit_s']:.0f} s, {ratio:.1f}x -- **{'PASS' if ratio >= 10 else 'FAIL'}**"
+                           f" (peak RSS {r['peak_rss_gb']:.1f} GB)")
+    return out + [""]
 
 
 def report() -> None:
@@ -488,7 +537,7 @@ def report() -> None:
                         f"{r['phases'][k]:.4f}" if isinstance(r['phases'][k], float)
                         else str(r['phases'][k]) for k in names) + " |")
     rows = []
-    for part in ("iterations", "big"):
+    for part in ("iterations", "iterations2", "big"):
         got = _load(part)
         if got:
             rows += [r for r in got["rows"] if "error" not in r]
@@ -511,13 +560,14 @@ def report() -> None:
                      f"{r['bound_s']:.4f} | {r['iteration_s'] / r['bound_s']:.1f}x | "
                      f"{r['bandwidth_gbs']:.1f} | {r['peak_rss_gb']:.2f} | "
                      f"{_load1(r['load_before'])} |")
-        for k in sorted({r["k"] for r in rows}):
-            pts = sorted((r["n"], r["iteration_s"]) for r in rows if r["k"] == k and r["n"] >= 10**6)
+        for k, dev in sorted({(r["k"], r["device"]) for r in rows}):
+            pts = sorted((r["n"], r["iteration_s"]) for r in rows
+                         if r["k"] == k and r["device"] == dev and r["n"] >= 10**6)
             if len(pts) >= 2:
                 x, y = np.log([p[0] for p in pts]), np.log([p[1] for p in pts])
                 slope = float(np.polyfit(x, y, 1)[0])
-                L.append(f"\nK = {k}: log-log slope of time per iteration vs annotations from 10^6 "
-                         f"up ({', '.join(f'{p[0]:.0e}' for p in pts)}): **{slope:.3f}** "
+                L.append(f"\nK = {k}, {dev}: log-log slope of time per iteration vs annotations "
+                         f"from 10^6 up ({', '.join(f'{p[0]:.0e}' for p in pts)}): **{slope:.3f}** "
                          f"(target <= 1.05: {'PASS' if slope <= 1.05 else 'FAIL'}).")
         big = [r for r in rows if "fit_s" in r]
         if big:
@@ -545,15 +595,19 @@ def report() -> None:
                 f"address space is limited to {r['limit_gb']} GB (`RLIMIT_AS`, as `ulimit -v`): the "
                 f"annotations are {r['in_memory_gb'] / r['limit_gb']:.1f}x the memory the run may "
                 f"use. Device: {r['device']}.\n")
-            L.append("| engine | passes over the file | seconds | accuracy |")
-            L.append("|---|---:|---:|---:|")
-            L.append(f"| exact EM (4 iterations, fixed) | 1 + {r['em_n_iter']} | {r['em_s']:.1f} | "
-                     f"{r['em_accuracy']:.4f} |")
-            L.append(f"| minibatch SVI (1 Adam step per 2^18 rows) | 1 + 1 to label | "
-                     f"{r['svi_s']:.1f} | {r['svi_accuracy']:.4f} |")
-            L.append(f"\nPeak RSS of the run: {r['peak_rss_gb']:.2f} GB. Sizes (items, workers, "
-                     "classes) given; the sizes pass is not needed then.")
-            L.append(f"\nLoad: {r['load_before']}.")
+            L.append("| engine | passes over the file | seconds | accuracy | peak RSS GB |")
+            L.append("|---|---:|---:|---:|---:|")
+            for e, name, passes in (("em", "exact EM (2 iterations, fixed)", "1 + 2"),
+                                    ("svi", "minibatch SVI (1 Adam step per 2^18 rows)",
+                                     "1 + 1 to label")):
+                if f"{e}_s" in r:
+                    L.append(f"| {name} | {passes} | {r[e + '_s']:.1f} | {r[e + '_accuracy']:.4f} | "
+                             f"{r[e + '_peak_rss_gb']:.2f} |")
+                else:
+                    L.append(f"| {name} | {passes} | not finished: "
+                             f"{r.get(e + '_error', '')[-120:]!r} | | |")
+            L.append("\nSizes (items, workers, classes) given, so no pass to find them.")
+            L.append(f"\nLoad: {r.get('load_before', '?')}.")
     mp = _load("multiprocess")
     if mp:
         r = mp["rows"][0]
@@ -568,6 +622,7 @@ def report() -> None:
             f"2000 items {r['max_abs_diff_first_2000_items']:.1e}. The 4 devices share this "
             "machine's 2 cores, so this shows the code path, not a speed-up; "
             "`tests/test_multiprocess.py` checks the answer.\n")
+    L[2:2] = _targets(d, rows)
     (HERE / "scale.md").write_text("\n".join(L) + "\n")
     print((HERE / "scale.md").read_text())
 
