@@ -46,6 +46,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import math
 import numbers
 import os
 import warnings
@@ -325,6 +326,20 @@ def _arrow_column(arr, role: str, col, where: _Where) -> _Column:
     return _pandas_column(arr.to_pandas(), role, col, where)
 
 
+def _as_weight(value) -> float:
+    """A weight from a Python value: a real number, or text that spells one; else NaN."""
+    if isinstance(value, (bool, np.bool_)):
+        return math.nan
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return math.nan
+    return math.nan
+
+
 def _weights(raw, col, where: _Where) -> np.ndarray:
     """The weight column as float64: finite and >= 0, at least one > 0."""
     pa, pc = _arrow()
@@ -335,12 +350,13 @@ def _weights(raw, col, where: _Where) -> np.ndarray:
             raise ValueError(f"missing weight in {where(miss)} (column '{col}')")
         if pd.api.types.is_bool_dtype(raw.dtype):
             raise ValueError(f"the weight column '{col}' holds booleans: weights are numbers >= 0")
-        numbers_ = pd.to_numeric(pd.Series(raw.to_numpy(dtype=object)), errors="coerce")
-        w = numbers_.to_numpy(dtype=np.float64, na_value=np.nan)
-        bad = np.isnan(w) & ~pd.Series(raw.to_numpy(dtype=object)).map(
-            lambda v: isinstance(v, float) and np.isnan(v)).to_numpy(dtype=bool)
-        if bad.any():
-            raise ValueError(f"weight that is not a number in {where(bad)} (column '{col}')")
+        if pd.api.types.is_numeric_dtype(raw.dtype) and not pd.api.types.is_complex_dtype(raw.dtype):
+            w = raw.to_numpy(dtype=np.float64)
+        else:
+            w = np.asarray([_as_weight(v) for v in raw.to_numpy(dtype=object)], np.float64)
+            bad = np.isnan(w)  # NaN itself was refused above as missing
+            if bad.any():
+                raise ValueError(f"weight that is not a number in {where(bad)} (column '{col}')")
     else:  # Arrow
         if isinstance(raw, pa.ChunkedArray):
             raw = raw.combine_chunks()
