@@ -87,10 +87,10 @@ def test_use_gold_clamps_under_nuts(model):
 def test_accuracy_refuses_to_score_clamped_gold_only():
     df, truth = crowd(2)
     ann, _, _ = with_partial_gold(df, truth, fraction=1.0)
-    post = fit_quietly(ann, use_gold=True)
+    post = fit_quietly(ann, "dawid_skene", use_gold=True)
     with pytest.raises(ValueError, match="all 40 gold items were clamped to their gold label"):
         post.accuracy()
-    assert fit_quietly(ann).accuracy() <= 1.0  # use_gold=False (the default): all gold scores
+    assert fit_quietly(ann, "dawid_skene").accuracy() <= 1.0  # use_gold=False (the default): all gold scores
 
 
 def test_minibatch_svi_says_it_cannot_clamp():
@@ -104,7 +104,7 @@ def test_worker_prior_from_gold_stays_without_clamping():
     """prior='worker' (seed 000 A.4 B) is built from the gold whether or not the gold is clamped."""
     df, truth = crowd(4)
     ann, _, _ = with_partial_gold(df, truth)
-    post = fit_quietly(ann, prior="worker", strength=2)
+    post = fit_quietly(ann, "dawid_skene", prior="worker", strength=2)
     assert post.gold_used is None
     np.testing.assert_allclose(post.options["hyper"]["confusion"][:, :, :].sum((-2, -1)),
                                1.0 * 9 + 2.0 * 3 + ann.gold_confusion_counts().sum((-2, -1)),
@@ -119,15 +119,15 @@ def test_clamping_half_the_gold_improves_the_other_half(dataset, name):
     has = np.flatnonzero(ann.gold >= 0)
     fold = np.full(ann.n_items, -1)
     fold[has] = np.random.default_rng(0).permutation(len(has)) % 2
-    unclamped = fit_quietly(ann)
+    unclamped = fit_quietly(ann, "dawid_skene")
     gains = []
     for f in (0, 1):
         train = dataclasses.replace(ann, gold=np.where(fold == f, ann.gold, -1).astype(np.int32))
-        clamped = fit_quietly(train, use_gold=True)
+        clamped = fit_quietly(train, "dawid_skene", use_gold=True)
         held_out = np.where(fold == 1 - f, ann.gold, -1)
         gains.append(clamped.accuracy(ann.gold) - unclamped.accuracy(held_out))
         assert clamped.accuracy(ann.gold) == pytest.approx(clamped.accuracy(held_out))
-    # web: 0.829 -> 0.888 on the held-out half; dog: 0.841 -> 0.849
+    # mean over the 2 folds: web 0.833 -> 0.884, dog 0.841 -> 0.850
     assert np.mean(gains) > {"web": 0.03, "dog": 0.003}[name], gains
 
 
