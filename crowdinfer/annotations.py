@@ -50,6 +50,7 @@ import math
 import numbers
 import os
 import warnings
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple, Sequence
 
@@ -631,6 +632,12 @@ def _read_text(path, sep: str | None, encoding: str, choose_columns) -> tuple:
     return table, names, _Where("line", 2, _line_finder(source, sep, encoding))
 
 
+def _arrow_columns(table, roles: dict) -> dict:
+    """``{role: the Arrow column named roles[role]}`` (by position: names are unique here)."""
+    index = {c: i for i, c in enumerate(table.column_names)}
+    return {role: table.column(index[col]) for role, col in roles.items()}
+
+
 def _choose(names: list, item, worker: str, label: str, weight) -> dict:
     """``{role: column name}`` for item, worker, label (and weight, if present or asked for);
     a missing or duplicated column is an error naming it."""
@@ -781,10 +788,7 @@ class Annotations:
             raise ValueError("no annotations: the table is empty")
         position = {c: i for i, c in enumerate(df.columns)}
         series = {role: df.iloc[:, position[col]] for role, col in roles.items()}
-        cols = {role: _pandas_column(series[role], role, roles[role], where)
-                for role in ("item", "worker", "label")}
-        w = _weights(series["weight"], roles["weight"], where) if "weight" in roles else None
-        return cls._build(cols, w, where, **_build_options(options))
+        return cls._from_columns(series, roles, where, _pandas_column, options)
 
     @classmethod
     def from_arrow(cls, table, **kwargs) -> "Annotations":
@@ -801,12 +805,7 @@ class Annotations:
                         options["label"], options["weight"])
         if table.num_rows == 0:
             raise ValueError("no annotations: the table is empty")
-        index = {c: i for i, c in enumerate(table.column_names)}
-        raw = {role: table.column(index[col]) for role, col in roles.items()}
-        cols = {role: _arrow_column(raw[role], role, roles[role], where)
-                for role in ("item", "worker", "label")}
-        w = _weights(raw["weight"], roles["weight"], where) if "weight" in roles else None
-        return cls._build(cols, w, where, **_build_options(options))
+        return cls._from_columns(_arrow_columns(table, roles), roles, where, _arrow_column, options)
 
     @classmethod
     def from_parquet(cls, path, **kwargs) -> "Annotations":
@@ -856,12 +855,8 @@ class Annotations:
         table, _, where = _read_text(path, sep, encoding, choose)
         if table.num_rows == 0:
             raise ValueError("no annotations: the table is empty")
-        index = {c: i for i, c in enumerate(table.column_names)}
-        raw = {role: table.column(index[col]) for role, col in chosen.items()}
-        cols = {role: _text_column(raw[role], role, chosen[role], where, parse_ints=True)
-                for role in ("item", "worker", "label")}
-        w = _weights(raw["weight"], chosen["weight"], where) if "weight" in chosen else None
-        return cls._build(cols, w, where, **_build_options(options))
+        return cls._from_columns(_arrow_columns(table, chosen), chosen, where,
+                                 partial(_text_column, parse_ints=True), options)
 
     @classmethod
     def from_file(cls, path, format: str | None = None, **kwargs) -> "Annotations":
@@ -898,6 +893,15 @@ class Annotations:
                                  f"{' '.join(str(err).split())}") from None
             return cls.from_arrow(table, **kwargs)
         raise ValueError(f"format must be 'csv', 'tsv', 'parquet' or 'arrow', got {format!r}")
+
+    @classmethod
+    def _from_columns(cls, raw: dict, roles: dict, where: _Where, column, options: dict):
+        """Validate the raw ``{role: column}`` with ``column(raw, role, name, where)``, then
+        :meth:`_build`."""
+        cols = {role: column(raw[role], role, roles[role], where)
+                for role in ("item", "worker", "label")}
+        w = _weights(raw["weight"], roles["weight"], where) if "weight" in roles else None
+        return cls._build(cols, w, where, **_build_options(options))
 
     @classmethod
     def _build(cls, cols: dict, weight, where: _Where, *, classes, items, gold, features,
@@ -1212,7 +1216,7 @@ def read_text_table(path, sep: str | None = None, encoding: str = "utf-8") -> pd
     from_csv`: every field exact text, a column integers only when every non-missing value is a
     canonical integer; missing fields are ``None``."""
     pa, pc = _arrow()
-    table, names, _ = _read_text(path, sep, encoding, lambda names: None)
+    table, _, _ = _read_text(path, sep, encoding, lambda names: None)
     if len(set(table.column_names)) != len(table.column_names):
         dup = sorted({c for c in table.column_names if table.column_names.count(c) > 1})
         raise ValueError(f"duplicate column name(s) {dup} in {path}; rename them")
