@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import numpy as np
@@ -433,3 +434,29 @@ def test_greedy_and_bald_choose_by_the_annotators_own_scores(tmp_path, sampler):
             assert scores[item, w] >= scores[open_, w].max() - 1e-5  # the best for this annotator
         if sampler == "greedy":  # alice's expected accuracy is higher on every item
             assert (scores[:, a] > scores[:, b]).all()
+
+
+def test_a_running_update_never_blocks_a_submit(served):
+    """While ``update`` runs in the background (made slow here), answers are still acknowledged
+    at once; they join the next update."""
+    client, project, spec, truth = served
+    original, started, release = project.session.update, threading.Event(), threading.Event()
+
+    def slow_update(*args, **kwargs):
+        started.set()
+        release.wait(30)
+        return original(*args, **kwargs)
+
+    project.session.update = slow_update
+    alice, bob = ({"X-Token": project.tokens[n]} for n in ("alice", "bob"))
+    nxt = client.get("/api/next", headers=alice).json()
+    for _ in range(project.update_every):  # enough answers to wake the updater
+        nxt = client.post("/api/answer", headers=alice,
+                          json={"item": nxt["item"], "label": truth[nxt["item"]]}).json()["next"]
+    assert started.wait(30)
+    item = client.get("/api/next", headers=bob).json()["item"]
+    t0 = time.perf_counter()
+    r = client.post("/api/answer", headers=bob, json={"item": item, "label": truth[item]})
+    assert r.status_code == 200 and time.perf_counter() - t0 < 5.0  # the update still waits
+    assert not release.is_set() and len(project.session.ledger.read()) == project.update_every + 1
+    release.set()
