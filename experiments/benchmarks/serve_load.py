@@ -266,7 +266,8 @@ def main(argv=None) -> int:
         f"sampler `random`, K = {len(CLASSES)}. Each annotator answers the item the server gives it "
         "(80% right); the reply carries its next item. Latency: one POST /api/answer from send to "
         "reply; the answer is committed to the SQLite ledger (`synchronous=FULL`) before the reply. "
-        "`update` runs in a background thread every `--update-every` answers. In the middle of "
+        "`update` runs in a background thread every `--update-every` answers. uvicorn runs on uvloop "
+        "and httptools (the `serve` extra installs both). In the middle of "
         "phase 1 the server gets a kill -9; the same command restarts it on the same folder.",
         "",
     ]
