@@ -213,9 +213,12 @@ def test_stopping_rules(task):
     cfg = online.preset("ds_model", K, early_stop=2, budget=10_000)
     s = online.init(cfg, t)
     assert online.stop_reason(cfg, s) is None  # nothing done yet
-    s1 = s._replace(step=jnp.int32(4), stall=jnp.int32(2))
-    assert "has not grown for 2 steps" in online.stop_reason(cfg, s1)
-    s2 = s._replace(step=jnp.int32(4), n_annotations=jnp.int32(10_000))
+    # early_stop counts answers per item since the finished set last grew (``stall`` marks it)
+    s1 = s._replace(step=jnp.int32(4), n_annotations=jnp.int32(2 * N), stall=jnp.int32(0))
+    assert f"has not grown for {2 * N} answers" in online.stop_reason(cfg, s1)
+    s1b = s._replace(step=jnp.int32(4), n_annotations=jnp.int32(2 * N), stall=jnp.int32(N))
+    assert online.stop_reason(cfg, s1b) is None  # only 1 answer per item since the last growth
+    s2 = s._replace(step=jnp.int32(4), n_annotations=jnp.int32(10_000), stall=jnp.int32(10_000))
     assert "budget" in online.stop_reason(cfg, s2)
     s3 = s._replace(step=jnp.int32(4), finished=jnp.ones(N, bool))
     assert "every item" in online.stop_reason(cfg, s3)

@@ -20,7 +20,9 @@ preset                      learner     semi-superv.   calibration  selection   
 C = 0.1, at most 3 annotations per item, EM for at most 10 iterations with likelihood epsilon
 1e-3, an MLP with one hidden layer of 64 units, weight decay 1e-3, a homogeneous worker prior of
 strength 10 with accuracy 0.7 (appendix E), pseudo-label threshold tau = 0.1 (sec. 4.4), early
-stopping after beta = 5 steps without growth of the finished set (sec. 4.5.9).
+stopping when the finished set has not grown (sec. 4.5.9) -- the paper's beta = 5 steps, here
+``early_stop = 0.5`` answers per item of the pool, so that the rule means the same on any pool size
+and step size (5 steps of 200 answers are 0.03 answers per item on 36k images but 3 on 300).
 """
 from __future__ import annotations
 
@@ -47,6 +49,9 @@ class OnlineConfig:
     prior_accuracy: float = 0.7
     # -- risk and item selection
     risk_threshold: float = 0.1  # C: an item is finished when its risk is below C
+    # the risk from the label posterior tempered by the leave-one-annotation-out temperature
+    # (risk.loo_temperature: no gold; decisions unchanged); False: the raw posterior (seed 000)
+    calibrate_risk: bool = True
     max_per_item: int = 3
     loss_matrix: Optional[tuple] = None  # K x K nested tuple, loss[decision][truth]; None: 0-1
     sampler: str = "random"
@@ -55,7 +60,9 @@ class OnlineConfig:
     max_per_worker: int = 2000  # alpha of eq. 7 (greedy and BALD)
     bald_pool: int = 4  # BALD scores this many candidate items per annotation slot
     # -- stopping
-    early_stop: Optional[int] = 5  # beta; None: never stop early
+    # beta, in answers per item (not steps): stop when the finished set has not grown while the
+    # crowd gave this many answers per item of the pool; None: never stop early
+    early_stop: Optional[float] = 0.5
     budget: Optional[int] = None  # total annotations
     # -- learner
     learner: str = "pseudolabel"
@@ -90,7 +97,9 @@ class OnlineConfig:
         need(self.max_per_item >= 1, "max_per_item must be at least 1")
         need(self.hits_per_step >= 1 and self.hit_size >= 1, "hits_per_step and hit_size must be >= 1")
         need(self.max_per_worker >= 1, "max_per_worker must be at least 1")
-        need(self.early_stop is None or self.early_stop >= 1, "early_stop must be None or >= 1")
+        need(self.early_stop is None or 0 < self.early_stop <= self.max_per_item,
+             f"early_stop must be None or in (0, max_per_item={self.max_per_item}] answers per item, "
+             f"got {self.early_stop}")
         need(self.budget is None or self.budget >= 1, "budget must be None or >= 1")
         need(0.0 < self.pseudo_tau < 1.0, "pseudo_tau must lie in (0, 1)")
         need(self.folds >= 2 or self.calibration != "cv", "calibration='cv' needs folds >= 2")

@@ -16,7 +16,10 @@ buffer moves to a new capacity bucket.  One update:
    Dirichlet pseudo-counts (appendix E, strength 10, accuracy 0.7).
 2. **Learner** (:mod:`crowdinfer.online.learner`): trained from scratch on the new posterior,
    calibrated, selected; the label posterior is recomputed with its prediction as prior.
-3. **Risk** (eq. 4), the finished set, and the early-stopping counters (sec. 4.5.9).
+3. **Risk** (eq. 4) from the posterior tempered by a gold-free temperature
+   (:func:`~crowdinfer.online.risk.loo_temperature`, ``calibrate_risk``; the decisions do not
+   change), the finished set, and the early-stopping mark (sec. 4.5.9, counted in answers per
+   item: ``state.stall`` holds the number of answers when the finished set last grew).
 """
 from __future__ import annotations
 
@@ -33,7 +36,7 @@ from crowdinfer.ops import expected_confusion_counts, label_posterior, vote_coun
 
 from . import learner as learner_mod
 from .config import OnlineConfig
-from .risk import bayes_risk, eligible, loss_matrix
+from .risk import bayes_risk, eligible, loo_temperature, loss_matrix
 from .state import State, Task
 from .state import init as _init_state
 
@@ -100,6 +103,12 @@ def _update(config: OnlineConfig, state: State, task: Task):
         report.update(learner_report)
         log_lik = dawid_skene.MAP.log_lik(data, params)
         log_q, _ = label_posterior(data, log_lik, prior_logits)
+    counts = expected_confusion_counts(data, jnp.exp(log_q))
+    if config.calibrate_risk:  # issue 14: a posterior that keeps seed 000's promise (risk < C)
+        temperature = loo_temperature(data, dawid_skene.MAP.log_lik(data, params), log_q,
+                                      counts, beta)
+        log_q = jax.nn.log_softmax(log_q / temperature, axis=-1)
+        report["temperature"] = temperature
     q = jnp.exp(log_q)
     risk, decision = bayes_risk(q, loss_matrix(config))
     done = risk < config.risk_threshold
@@ -108,7 +117,7 @@ def _update(config: OnlineConfig, state: State, task: Task):
     new = state._replace(
         log_q=log_q,
         confusion=params["confusion"],
-        counts=expected_confusion_counts(data, q),
+        counts=counts,
         class_prior=class_proportions,
         prior_logits=prior_logits,
         learner=learner,
@@ -117,7 +126,8 @@ def _update(config: OnlineConfig, state: State, task: Task):
         finished=done,
         step=state.step + 1,
         best_finished=jnp.maximum(size, state.best_finished),
-        stall=jnp.where(grew, 0, state.stall + 1),
+        # ``stall`` holds the number of answers at the finished set's last growth (see stop_reason)
+        stall=jnp.where(grew, state.n_annotations, state.stall),
     )
     report.update({"finished": size, "eligible": eligible(config, new).sum(),
                    "annotations": state.n_annotations})
@@ -132,14 +142,18 @@ def update(config: OnlineConfig, state: State, task: Task):
 
 def stop_reason(config: OnlineConfig, state: State) -> str | None:
     """Why the run should stop now (``None``: keep going).  Sec. 4.5.9: every item finished or
-    at the cap; the finished set has not grown past its maximum for ``early_stop`` steps; the
-    budget is spent."""
+    at the cap; the finished set has not grown past its maximum while the crowd gave
+    ``early_stop`` answers per item of the pool (counted in answers, not steps, so the rule does not
+    depend on the step size: issue 14); the budget is spent."""
     if int(state.step) == 0:
         return None
     if int(eligible(config, state).sum()) == 0:
         return "every item is finished or has reached the per-item cap"
-    if config.early_stop is not None and int(state.stall) >= config.early_stop:
-        return f"the finished set has not grown for {config.early_stop} steps"
+    since = int(state.n_annotations) - int(state.stall)  # answers since the last growth
+    n_items = int(state.item_count.shape[0])
+    if config.early_stop is not None and since >= config.early_stop * n_items:
+        return (f"the finished set has not grown for {since} answers "
+                f"({since / n_items:.2f} per item >= early_stop={config.early_stop})")
     if config.budget is not None and int(state.n_annotations) >= config.budget:
         return f"the budget of {config.budget} annotations is spent"
     return None

@@ -7,11 +7,18 @@ argmax and ``1 - max_y q_i(y)``.
 """
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
 from .config import OnlineConfig
 
-__all__ = ["loss_matrix", "bayes_risk", "eligible"]
+__all__ = ["loss_matrix", "bayes_risk", "eligible", "loo_temperature", "TEMPERATURES"]
+
+# the temperatures searched by :func:`loo_temperature`: 1 to 8, log-spaced.  Never below 1: a
+# plug-in (MAP) posterior ignores the uncertainty of the worker confusions, so it can be too sure,
+# not too timid -- and with one answer per item the held-out answer is predicted by the class
+# proportions alone, which a temperature below 1 would sharpen for nothing.
+TEMPERATURES = tuple(float(t) for t in 2.0 ** jnp.linspace(0.0, 3.0, 13))
 
 
 def loss_matrix(config: OnlineConfig) -> jnp.ndarray | None:
@@ -32,3 +39,37 @@ def bayes_risk(label_probs: jnp.ndarray, loss: jnp.ndarray | None = None):
 def eligible(config: OnlineConfig, state) -> jnp.ndarray:
     """Items that may be asked about: unfinished and below the per-item cap."""
     return ~state.finished & (state.item_count < config.max_per_item)
+
+
+def loo_temperature(data, log_lik: jnp.ndarray, log_q: jnp.ndarray, counts=None, pseudo=None,
+                    grid=TEMPERATURES):
+    """A temperature for the label posterior, from the annotations alone (issue 14, item 4).
+
+    Tempering ``q_T = softmax(log q / T)`` never changes a decision under 0-1 loss; it says how
+    far to trust the posterior.  ``T`` maximises the leave-one-annotation-out predictive
+    likelihood ``sum_n log sum_k q_T^{-n}(k) p(z_n | y = k)``, where ``q_T^{-n}`` is the tempered
+    posterior of item ``i_n`` without annotation ``n`` (its own factor divided out): a posterior
+    that is too sure predicts the answers it has not seen badly, one that is too timid too.
+    ``log_lik`` (capacity, K) is ``log p(z_n | y = k)``; padding rows (weight 0) count for nothing.
+    With the expected confusion counts ``counts`` (M, K, K) and the prior pseudo-counts ``pseudo``
+    (K, K) of a MAP Dawid-Skene fit, annotation ``n`` is also taken out of its worker's confusion
+    (``theta^{-n}[k, z_n] = (C + beta - q_ik) / (row + sum beta - q_ik)``): otherwise a worker's
+    confusion, fitted to the very answer it predicts, makes any posterior look right.
+    """
+    from jax.scipy.special import logsumexp
+
+    cavity = log_q[data.item] - log_lik  # (capacity, K): log q^{-n} up to a constant, T = 1
+    if counts is not None:
+        q_n = jnp.exp(log_q)[data.item]  # (capacity, K)
+        own = counts[data.worker, :, data.label] + pseudo[:, data.label].T - q_n
+        rows = counts[data.worker].sum(-1) + pseudo.sum(-1)[None, :] - q_n
+        log_lik = jnp.log(jnp.maximum(own, 1e-6)) - jnp.log(jnp.maximum(rows, 1e-6))
+
+    def score(t):
+        c = cavity / t
+        c = c - logsumexp(c, axis=-1, keepdims=True)
+        return jnp.sum(data.weight * logsumexp(c + log_lik, axis=-1))
+
+    grid = jnp.asarray(grid, jnp.float32)
+    scores = jax.lax.map(score, grid)
+    return grid[jnp.argmax(scores)]
