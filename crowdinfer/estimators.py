@@ -35,6 +35,7 @@ import pandas as pd
 
 __all__ = [
     "DawidSkene", "OneCoinDawidSkene", "GLAD", "MajorityVote", "BCC", "CommunityBCC",
+    "MACE", "BWA", "EBCC", "Wawa", "ZeroBasedSkill", "HierarchicalDawidSkene",
     "make_estimator", "estimator_for", "ESTIMATORS",
 ]
 
@@ -44,11 +45,14 @@ class CrowdEstimator:
 
     model: str = ""
     method: str | None = None
-    #: crowd-kit parameter -> crowdinfer option
-    _renames = {"n_iter": "max_iter"}
-
     def __init__(self, n_iter: int | None = None, tol: float | None = None, *,
                  method: str | None = None, **options: Any):
+        self.n_iter, self.tol = n_iter, tol
+        given = {"max_iter": n_iter, "tol": tol}
+        options.update({k: v for k, v in given.items() if v is not None})
+        self._setup(method, options)
+
+    def _setup(self, method: str | None, options: dict) -> None:
         from .fit import MODELS
         from .options import validate
 
@@ -59,9 +63,6 @@ class CrowdEstimator:
         if self.method not in entry.methods:
             raise ValueError(f"model {self.model!r} has no method {self.method!r}; available: "
                              f"{sorted(entry.methods)}")
-        self.n_iter, self.tol = n_iter, tol
-        given = {"max_iter": n_iter, "tol": tol}
-        options.update({k: v for k, v in given.items() if v is not None})
         self.options = validate(self.model, self.method, options, entry.methods[self.method])
         self.posterior_ = None
 
@@ -163,8 +164,8 @@ GLAD = make_estimator("GLAD", "glad", base=_Glad, doc=(
 
 
 class _Vote(CrowdEstimator):
-    def __init__(self, **options):  # crowd-kit's MajorityVote has no n_iter / tol
-        super().__init__(**options)
+    def __init__(self, *, method: str | None = None, **options):  # options go to fit as named
+        self._setup(method, options)
 
     def fit(self, data: pd.DataFrame) -> "CrowdEstimator":  # no gold, as crowd-kit's
         return super().fit(data)
@@ -188,3 +189,13 @@ MajorityVote = make_estimator("MajorityVote", "majority_vote", base=_Vote, doc=(
     "Majority vote; ``ties='split'`` (default) gives tied labels equal probability and "
     "``labels_`` takes the first, ``ties='first'`` the first class.  ``skills_`` is each worker's "
     "agreement with the vote."))
+
+
+# the models of issue 14, one line each (crowd-kit's names where crowd-kit has the model)
+MACE = make_estimator("MACE", "mace", doc="MACE: each worker knows the answer or spams.")
+BWA = make_estimator("BWA", "bwa", doc="Bayesian weighted average with learned worker precisions.")
+EBCC = make_estimator("EBCC", "ebcc", doc="Enhanced BCC: classes as mixtures of subtypes.")
+HierarchicalDawidSkene = make_estimator("HierarchicalDawidSkene", "hierarchical_ds")
+Wawa = make_estimator("Wawa", "wawa", base=_Vote, doc="The vote weighted by agreement with the majority vote.")
+ZeroBasedSkill = make_estimator("ZeroBasedSkill", "zero_based_skill", base=_Vote,
+                                doc="A vote re-weighted by skills learned over rounds (``n_iter``).")

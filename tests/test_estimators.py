@@ -53,6 +53,7 @@ def test_options_are_checked_when_the_estimator_is_built():
     assert repr(E.BCC(n_iter=20, prior="symmetric")) == "BCC(prior='symmetric', max_iter=20)"
 
 
+@pytest.mark.slow  # every registered model, EBCC's 40 restarts included
 def test_every_model_has_an_estimator(df):
     for model in ci.MODELS:
         cls = E.estimator_for(model)
@@ -61,6 +62,9 @@ def test_every_model_has_an_estimator(df):
         assert probas.shape[0] == df.task.nunique(), model
         assert est.posterior_.model == model
     assert E.estimator_for("community_bcc") is E.CommunityBCC
+    assert E.estimator_for("mace") is E.MACE and E.estimator_for("wawa") is E.Wawa
+    zbs = E.ZeroBasedSkill(n_iter=5).fit(df)  # crowd-kit's own parameter name
+    assert zbs.posterior_.options.get("n_iter", 5) == 5 and zbs.skills_.name == "skill"
     with pytest.raises(ValueError, match="unknown model 'nope'"):
         E.estimator_for("nope")
 
