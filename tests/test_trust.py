@@ -203,7 +203,11 @@ def test_identified_data_are_untouched(dataset):
 
 # ---------------------------------------------------------------- monotonicity
 # Models that cannot have the property, and why (README, "Honest uncertainty").
-NOT_MONOTONE: dict[str, str] = {}
+NOT_MONOTONE: dict[str, str] = {
+    "glad": "abilities may be negative: a lone dissenter is fitted as adversarial and their correct "
+            "answer counts against it (seen here: 0.0014 -> 0.0002; the issue: 0.062 -> 0.014); "
+            "test_glad_can_judge_a_lone_dissenter_adversarial shows the mechanism",
+}
 
 
 def test_glad_can_judge_a_lone_dissenter_adversarial():
