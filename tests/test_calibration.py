@@ -1,7 +1,6 @@
 """Gold-free calibration: the online risk's leave-one-annotation-out temperature, and the
 answers-per-item stopping rule (issue 14, item 4)."""
 import jax.numpy as jnp
-import numpy as np
 import pytest
 
 import crowdinfer as ci
@@ -21,7 +20,7 @@ def crowd():
 
 
 def test_an_overconfident_posterior_is_cooled(crowd):
-    task, post, data, log_lik = crowd
+    _, post, data, log_lik = crowd
     log_q = jnp.log(jnp.asarray(post.label_probs, jnp.float32))
     t_fit = float(loo_temperature(data, log_lik, log_q))
     t_sharp = float(loo_temperature(data, log_lik, 4.0 * log_q - jnp.log(

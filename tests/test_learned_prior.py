@@ -2,10 +2,12 @@
 its weight in the prior learned from the annotations (a weak classifier is down-weighted)."""
 import numpy as np
 import pytest
+from crowdinfer.models.learned_prior import classifier_weight
 
 import crowdinfer as ci
-from crowdinfer.fit import fit  # not ci.fit: importing crowdinfer.fit shadows the lazy attribute
-from crowdinfer.models.learned_prior import classifier_weight
+from crowdinfer.fit import (
+    fit,  # not ci.fit: importing crowdinfer.fit shadows the lazy attribute
+)
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-import crowdinfer as ci
-from crowdinfer.fit import fit  # not ci.fit: importing crowdinfer.fit shadows the lazy attribute
+from crowdinfer.fit import (
+    fit,  # not ci.fit: importing crowdinfer.fit shadows the lazy attribute
+)
 
 pytestmark = pytest.mark.slow
 
