@@ -57,14 +57,21 @@ def _dataset(source):
     return dataset, "weight" in names
 
 
+def _batches(dataset, columns, batch_size: int):
+    """Record batches in file order, one row group at a time: memory stays bounded (scanning the
+    whole dataset at once kept ~100 MB/s of a 5 GB file resident)."""
+    for fragment in dataset.get_fragments():
+        for group in fragment.split_by_row_group():
+            yield from group.to_batches(columns=columns, batch_size=batch_size, use_threads=False)
+
+
 def sizes(source) -> tuple[int, int, int]:
     """(n_items, n_workers, n_classes) as the largest code + 1 of each column (one pass)."""
     import pyarrow.compute as pc
 
     dataset, _ = _dataset(source)
     top = [-1, -1, -1]
-    for batch in dataset.to_batches(columns=list(COLUMNS), batch_readahead=1,
-                                    fragment_readahead=1):
+    for batch in _batches(dataset, list(COLUMNS), 2**20):
         for j, col in enumerate(COLUMNS):
             if batch.num_rows:
                 top[j] = max(top[j], pc.max(batch.column(col)).as_py())
@@ -102,9 +109,7 @@ def chunks(source, rows: int, progress: bool = False, desc: str = "") -> Iterato
         bar = tqdm(total=dataset.count_rows(), desc=desc, unit="ann", unit_scale=True, leave=False)
     buf = None
     last_item = -1
-    # little read-ahead: the memory in use stays a few chunks, whatever the file's size
-    for batch in dataset.to_batches(columns=columns, batch_size=min(rows, 2**20),
-                                    batch_readahead=1, fragment_readahead=1):
+    for batch in _batches(dataset, columns, min(rows, 2**20)):
         new = [batch.column(c).to_numpy(zero_copy_only=False) for c in columns]
         new = [new[0].astype(np.int64), new[1].astype(np.int32), new[2].astype(np.int32),
                new[3].astype(np.float32) if has_weight else np.ones(len(new[0]), np.float32)]
@@ -263,7 +268,7 @@ def em(source, *, n_items: int | None = None, n_workers: int | None = None,
             counts += np.asarray(c, np.float64)
             class_counts += np.asarray(cc, np.float64)
             evidence += float(ev)
-            lq = np.asarray(lq[:n_local])
+            lq = np.asarray(lq)[:n_local]
             if stop == "hard" and it > 0:
                 old = log_q[item0:item0 + n_local]
                 moved = moved or bool(np.any(old.argmax(1) != lq.argmax(1)))
@@ -337,7 +342,7 @@ def svi(source, *, n_items: int | None = None, n_workers: int | None = None,
     log_confusion, log_prior = jnp.log(confusion), jnp.log(class_probs)
     for item0, n_local, arrays in (_pad(p, rows) for p in chunks(source, rows, progress, "label")):
         lq = _em_chunk(arrays, n_local, log_confusion, log_prior, **static)[3]
-        log_q[item0:item0 + n_local] = np.asarray(lq[:n_local])
+        log_q[item0:item0 + n_local] = np.asarray(lq)[:n_local]
     return OutOfCoreFit(np.exp(log_q, out=log_q), np.asarray(confusion),
                         np.asarray(class_probs), np.asarray(losses), len(losses),
                         bool(np.isfinite(losses[-1])) if losses else False)
