@@ -606,11 +606,11 @@ def report() -> None:
                 f"`crowdinfer.outofcore.em(path)` on an item-sorted Parquet file of {r['rows']:,} "
                 f"annotations (K = 2, {r['n_items']:,} items; {r['file_gb']:.2f} GB on disk, "
                 f"{r['in_memory_gb']:.2f} GB as int32 columns in memory) in a subprocess whose "
-                f"private memory is limited to {r['limit_gb']} GB (`RLIMIT_DATA`, as `ulimit -d`; "
+                f"private memory is limited to {r.get('limit_gb', 2.5)} GB (`RLIMIT_DATA`, as `ulimit -d`; "
                 "`ulimit -v` would also count the ~2.9 GB of address space that importing "
                 "crowdinfer maps without using): the "
-                f"annotations are {r['in_memory_gb'] / r['limit_gb']:.1f}x the memory the run may "
-                f"use. Device: {r['device']}.\n")
+                f"annotations are {r['in_memory_gb'] / r.get('limit_gb', 2.5):.1f}x the memory the run may "
+                f"use. Device: {r.get('device', '?')}.\n")
             L.append("| engine | passes over the file | seconds | accuracy | peak RSS GB |")
             L.append("|---|---:|---:|---:|---:|")
             for e, name, passes in (("em", "exact EM (2 iterations, fixed)", "1 + 2"),
