@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
+import types
 import warnings
 from functools import partial
 from typing import Callable, NamedTuple
@@ -148,3 +150,17 @@ def fit(annotations: Annotations, model: str | None = None, method: str | None =
         warnings.warn(unidentified, stacklevel=2)
     posterior.options["seconds"] = time.perf_counter() - start
     return posterior
+
+
+class _CallableModule(types.ModuleType):
+    """``crowdinfer.fit`` is both this module and the function :func:`fit`.
+
+    Importing the submodule (``from crowdinfer.fit import MODELS``) makes Python set the package
+    attribute ``crowdinfer.fit`` to the module, over the lazily imported function; calling the
+    module calls the function, so ``ci.fit(ann)`` works in any import order."""
+
+    def __call__(self, *args, **kwargs):
+        return fit(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

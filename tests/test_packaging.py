@@ -42,3 +42,17 @@ def test_installed_copy_finds_data_by_env_or_cwd(monkeypatch, tmp_path):
     monkeypatch.setattr(d, "__file__", "/usr/lib/python3/site-packages/crowdinfer/datasets.py")
     monkeypatch.chdir(tmp_path)
     assert d.shared_data_dir() == tmp_path.parent / "shared" / "data"
+
+
+def test_fit_is_callable_whatever_the_import_order():
+    """Importing the ``crowdinfer.fit`` submodule first (as ``from crowdinfer.fit import MODELS``
+    does) must not turn ``ci.fit`` into something that cannot be called."""
+    code = (
+        "from crowdinfer.fit import MODELS\n"
+        "import crowdinfer as ci\n"
+        "ann = ci.Annotations.from_arrays([0, 0, 1, 1], [0, 1, 0, 1], [0, 0, 1, 1], n_classes=2)\n"
+        "print(list(ci.fit(ann, 'majority_vote').labels))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "[0, 1]"
