@@ -51,7 +51,7 @@ def test_fit_is_callable_whatever_the_import_order():
         "from crowdinfer.fit import MODELS\n"
         "import crowdinfer as ci\n"
         "ann = ci.Annotations.from_arrays([0, 0, 1, 1], [0, 1, 0, 1], [0, 0, 1, 1], n_classes=2)\n"
-        "print(ci.fit(ann, "majority_vote").labels.tolist())\n"
+        "print(ci.fit(ann, 'majority_vote').labels.tolist())\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
