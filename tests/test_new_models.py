@@ -3,25 +3,23 @@ ZeroBasedSkill): objectives equal the NumPyro log density (EM) or never decrease
 weights count, and accuracies on ../shared/data match the published / reference figures."""
 import warnings
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from numpyro.infer.util import log_density
-
-import crowdinfer as ci
-from crowdinfer.annotations import CrowdData
-from crowdinfer.inference.loop import Spec, run
 from crowdinfer.models import (
     bwa,
     class_prior,
-    ebcc,
     hierarchical_ds,
     mace,
     majority_vote,
     wawa,
     zero_based_skill,
 )
+from numpyro.infer.util import log_density
+
+import crowdinfer as ci
+from crowdinfer.annotations import CrowdData
+from crowdinfer.inference.loop import Spec, run
 
 
 @pytest.fixture(scope="module")
