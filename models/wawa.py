@@ -11,8 +11,9 @@ Not generative models; the pieces are pure jitted functions of a :class:`CrowdDa
   does not depend on how classes are named); ``ties="first"`` gives the tie to the first class,
   as crowd-kit does (its "first" is the order of its ``value_counts``, which no renaming-invariant
   rule reproduces);
-* **weighted vote** (``fit(ann, "weighted_vote")``): the same agreement turned into the log-odds
-  weight ``log((K - 1) a_j / (1 - a_j))`` -- the optimal weight of an independent worker who is
+* **weighted vote** (``fit(ann, "weighted_vote")``): the same agreement, smoothed by one right
+  and one wrong pseudo-answer and floored at chance ``1/K``, turned into the log-odds
+  weight ``log((K - 1) a_j / (1 - a_j)) >= 0`` -- the optimal weight of an independent worker who is
   right with probability ``a_j`` and errs uniformly (Nitzan & Paroush 1982); the label
   probabilities are the softmax of the summed weights, i.e. the one-coin posterior (uniform class
   prior) at those plug-in accuracies.  Or any ``skills >= 0`` the user gives (one weight per
@@ -92,10 +93,21 @@ def wawa_skills(data: CrowdData, gold: jax.Array | None = None, ties: str = "spl
     return agreement(data, clamp_labels(winners(vote_counts(data), ties), gold))
 
 
-def log_odds(accuracy: jax.Array, n_classes: int, floor: float = 1e-3) -> jax.Array:
-    """``log((K - 1) a / (1 - a))``, ``a`` clipped to ``[floor, 1 - floor]``; negative weights (a
-    worker worse than chance) are kept: their votes count against their answers."""
-    a = jnp.clip(accuracy, floor, 1.0 - floor)
+@partial(jax.jit, static_argnames="ties")
+def smoothed_skills(data: CrowdData, gold: jax.Array | None = None, ties: str = "split"):
+    """Agreement with the majority vote with one pseudo-answer right and one wrong,
+    ``(right + 1) / (n + 2)``: a worker seen once is not judged perfect or useless."""
+    labels = clamp_labels(winners(vote_counts(data), ties), gold)
+    right = jax.ops.segment_sum(labels[data.item, data.label] * data.weight, data.worker,
+                                data.n_workers)
+    total = jax.ops.segment_sum(data.weight, data.worker, data.n_workers)
+    return (right + 1.0) / (total + 2.0)
+
+
+def log_odds(accuracy: jax.Array, n_classes: int, ceiling: float = 1.0 - 1e-3) -> jax.Array:
+    """``log((K - 1) a / (1 - a))``, ``a`` clipped to ``[1/K, ceiling]``: a worker no better than
+    chance gets weight 0, never a negative one (an answer never counts against its own label)."""
+    a = jnp.clip(accuracy, 1.0 / n_classes, ceiling)
     return jnp.log((n_classes - 1.0) * a / (1.0 - a))
 
 
@@ -151,7 +163,7 @@ def weighted_vote_runner(annotations, *, skills=None, ties: str = "split") -> An
     the given ``skills``."""
     data = annotations.to_device()
     if skills is None:
-        weights = log_odds(wawa_skills(data, _gold(annotations), ties), data.n_classes)
+        weights = log_odds(smoothed_skills(data, _gold(annotations), ties), data.n_classes)
         probs, given = _signed_vote(data, weights), False
     else:
         weights = jnp.asarray(_user_skills(annotations, skills), jnp.float32)
