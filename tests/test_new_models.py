@@ -95,6 +95,7 @@ def test_ebcc_elbo_never_decreases_and_one_subtype_is_bcc(task):
     np.testing.assert_allclose(one.history, bcc.history, rtol=1e-5)
 
 
+@pytest.mark.slow  # several models compiled: > 20 s
 def test_hierarchical_ds_elbo_never_decreases_and_learns_the_shrinkage():
     """A crowd of identical workers gets a strong population (shrinkage), a crowd of very
     different workers a weak one."""
@@ -133,6 +134,7 @@ def _repeated(ann, rows):
                      ann.n_classes)
 
 
+@pytest.mark.slow  # several models compiled: > 20 s
 def test_annotation_weights_count_as_repeated_answers(task):
     """Every engine reads ``CrowdData.weight``: weight 2 equals the row given twice; padding
     (weight 0) counts for nothing."""
@@ -179,6 +181,7 @@ def test_weighted_vote_is_the_one_coin_posterior_and_takes_given_skills(task):
         ci.fit(ann, "weighted_vote", skills=-np.ones(ann.n_workers))
 
 
+@pytest.mark.slow  # several models compiled: > 20 s
 def test_gold_items_are_clamped_by_every_new_model(task):
     ann = task.annotations
     gold = (task.true_labels[:30] + 1) % 3  # deliberately wrong "gold": it must be obeyed
