@@ -162,12 +162,14 @@ def select(annotations: Annotations, candidates=None, folds: int = DEFAULT_FOLDS
     if candidates is None and options:
         # engine options without a model (prior=, max_iter=, label_prior=, ...) were written for
         # Dawid-Skene, the default before the selection existed: they keep that meaning
+        # (and Dawid-Skene's own validation names any option it does not take)
         names = ["dawid_skene"]
-    # a candidate takes part only if its engine takes every option given (e.g. max_iter: not MV)
-    names = [c for c in names if set(options) <= set(
-        options_for(c, MODELS[c].default_method, MODELS[c].methods[MODELS[c].default_method]))]
-    if not names:
-        raise ValueError(f"no candidate model takes the options {sorted(options)}; name a model")
+    else:
+        # a candidate takes part only if its engine takes every option given (e.g. max_iter: not MV)
+        names = [c for c in names if set(options) <= set(
+            options_for(c, MODELS[c].default_method, MODELS[c].methods[MODELS[c].default_method]))]
+        if not names:
+            raise ValueError(f"no candidate model takes the options {sorted(options)}; name a model")
     if annotations.n_annotations < 2 * folds or len(names) == 1:
         chosen, scores = names[0], {}
     else:
