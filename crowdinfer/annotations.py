@@ -378,10 +378,12 @@ def _weights(raw, col, where: _Where) -> np.ndarray:
         elif not (pa.types.is_integer(raw.type) or pa.types.is_floating(raw.type)):
             raise ValueError(f"the weight column '{col}' has type {raw.type}: weights are numbers")
         w = np.asarray(raw.to_numpy(zero_copy_only=False), dtype=np.float64)
-    bad = ~np.isfinite(w) | (w < 0)
+    with np.errstate(over="ignore"):
+        bad = ~np.isfinite(w) | (w < 0) | ~np.isfinite(w.astype(np.float32))  # engines use float32
     if bad.any():
-        raise ValueError(f"weight must be finite and >= 0: {where(bad)} (column '{col}')")
-    if not (w > 0).any():
+        raise ValueError(f"weight must be finite and >= 0 (at most {np.finfo(np.float32).max:.3g}): "
+                         f"{where(bad)} (column '{col}')")
+    if not (w.astype(np.float32) > 0).any():
         raise ValueError(f"every weight is 0 (column '{col}'): no evidence to fit")
     return w
 

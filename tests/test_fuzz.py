@@ -175,6 +175,7 @@ def arrays_outcome(item, worker, label, n_classes=None, weight=None) -> str:
     got = collections.Counter(zip(ann.item.tolist(), ann.worker.tolist(), ann.label.tolist()))
     assert got == collections.Counter(zip(*(np.asarray(a).astype(np.int64).tolist()
                                             for a in (item, worker, label))))
+    assert np.all(np.isfinite(ann.weights)), "a weight the engines cannot use (inf in float32)"
     if weight is not None:
         assert sorted(ann.weights.tolist()) == sorted(np.float32(weight).tolist())
     return "loaded"

@@ -122,8 +122,9 @@ def test_soft_answers_as_weights():
 @pytest.mark.parametrize(
     "weights, match",
     [
-        ([1.0, -1.0, 1.0], r"weight must be finite and >= 0: row\(s\) 1 \(column 'weight'\)"),
-        ([1.0, np.inf, 1.0], r"weight must be finite and >= 0: row\(s\) 1"),
+        ([1.0, -1.0, 1.0], r"weight must be finite and >= 0 \(at most 3.4e\+38\): row\(s\) 1 \(column 'weight'\)"),
+        ([1.0, np.inf, 1.0], r"weight must be finite and >= 0 \(at most 3.4e\+38\): row\(s\) 1"),
+        ([1.0, 1e300, 1.0], r"\(at most 3.4e\+38\): row\(s\) 1"),  # inf in the engines' float32
         ([1.0, np.nan, 1.0], r"missing weight in row\(s\) 1"),
         (["1", "x", "2"], r"weight that is not a number in row\(s\) 1"),
         ([0.0, 0.0, 0.0], "every weight is 0"),
@@ -142,7 +143,7 @@ def test_bad_weights_in_a_csv_name_the_lines(tmp_path):
     with pytest.raises(ValueError, match=r"missing or empty weight in line\(s\) 4"):
         ci.Annotations.from_csv(path)
     path.write_text("item,worker,label,weight\n1,a,x,1\n1,b,y,-2\n")
-    with pytest.raises(ValueError, match=r"weight must be finite and >= 0: line\(s\) 3"):
+    with pytest.raises(ValueError, match=r"weight must be finite and >= 0 \(at most 3.4e\+38\): line\(s\) 3"):
         ci.Annotations.from_csv(path)
     assert ci.Annotations.from_csv(path, weight=None).weight is None  # weight=None ignores it
 
