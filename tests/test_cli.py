@@ -286,6 +286,7 @@ def test_worker_accuracy_names_the_worst_workers_readably_at_200(tmp_path):
     plt.close("all")
 
 
+@pytest.mark.slow  # five fits and five sets of draws: about a minute
 def test_to_arviz_for_every_default_engine_and_svi():
     task = ci.datasets.synthetic(n_items=200, n_workers=12, n_classes=3, annotations_per_item=3, seed=4)
     for model, method in [("glad", None), ("majority_vote", None), ("dawid_skene", "svi"),
