@@ -146,6 +146,13 @@ def cli_rows(work: Path, repeats: int):
     return out
 
 
+def machine_line() -> str:
+    info = machine_info(packages=("jax", "numpy", "pandas", "pyarrow"))
+    return (f"{info['cpu']}, {info['affinity_cores']} cores usable, {info['ram_gb']:.0f} GB; "
+            f"pandas {info['pandas']}, pyarrow {info['pyarrow']}; commit {info['commit']}; "
+            f"{load_average()} at the end")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1e6,1e7")
@@ -163,15 +170,16 @@ def main() -> None:
         if args.cli_only:
             saved = json.loads(RAW.read_text())
             rows, args.sizes, args.repeats = saved["rows"], saved["sizes"], saved["repeats"]
+            read_machine = saved.get("machine", "not recorded")
         else:
             rows = read_rows(sizes, args.repeats, work, old_module(work), new)
-            RAW.write_text(json.dumps({"rows": rows, "sizes": args.sizes,
-                                       "repeats": args.repeats}, indent=1))
+            read_machine = machine_line()
+            RAW.write_text(json.dumps({"rows": rows, "sizes": args.sizes, "repeats": args.repeats,
+                                       "machine": read_machine}, indent=1))
         cli = [] if args.skip_cli else cli_rows(work, args.repeats)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    info = machine_info(packages=("jax", "numpy", "pandas", "pyarrow"))
     lines = [
         "# Reading annotations: before and after (issue 12, item 2)", "",
         f"`python {Path(__file__).relative_to(REPO)} --sizes {args.sizes} --repeats "
@@ -182,10 +190,8 @@ def main() -> None:
         "text and a bad line can be named) and `Annotations.from_parquet`. Wall seconds, best of "
         f"{args.repeats} at 10^6 rows, one run at 10^7. *same*: both give identical annotations "
         "(ids, codes, order).", "",
-        f"Machine: {info['cpu']}, {info['affinity_cores']} cores usable, "
-        f"{info['ram_gb']:.0f} GB; pandas {info['pandas']}, pyarrow {info['pyarrow']}; commit "
-        f"{info['commit']}; {load_average()} at the end (other sessions share the machine, so "
-        "absolute times are inflated; before and after ran back to back on the same files).", "",
+        f"Machine (read timings): {read_machine}. Other sessions share the machine, so absolute "
+        "times are inflated; before and after ran back to back on the same files.", "",
         "| rows | ids | format | file MB (CSV) | before s | after s | speed-up | same |",
         "| ---: | --- | --- | ---: | ---: | ---: | ---: | --- |",
     ]
@@ -199,7 +205,8 @@ def main() -> None:
                   f"(target: at least 2x) -- {'met' if min(csv_1e6) >= 2 else 'NOT met'}."]
     if cli:
         lines += ["", "Start-up (fresh processes; `CROWDINFER_CACHE_DIR` in a temporary folder; "
-                  "medians; `cli_speed.md` has the full table):", "",
+                  "medians; `cli_speed.md` has the full table). Machine: " + machine_line() + ".",
+                  "",
                   "| command | seconds | runs |", "| --- | ---: | ---: |"]
         lines += [f"| {name} | {sec:.2f} | {n} |" for name, sec, n in cli]
     OUT.write_text("\n".join(lines) + "\n")
