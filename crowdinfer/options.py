@@ -81,8 +81,9 @@ def number(lo: float | None = None, hi: float | None = None, lo_open: bool = Fal
     return check
 
 
-def integer(lo: int = 0) -> Callable:
-    """An integer >= ``lo`` (an integral float such as ``1e3`` is accepted)."""
+def integer(lo: int = 0, hi: int = 2**31 - 1) -> Callable:
+    """An integer in ``[lo, hi]`` (an integral float such as ``1e3`` is accepted; the default
+    ``hi`` is what an int32 counter on the device holds)."""
 
     def check(name, value):
         ok = not isinstance(value, bool) and isinstance(value, numbers.Real)
@@ -90,9 +91,11 @@ def integer(lo: int = 0) -> Callable:
             ok = math.isfinite(float(value)) and float(value).is_integer()
         if not ok or int(value) < lo:
             raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
+        if int(value) > hi:
+            raise ValueError(f"{name} must be an integer <= {hi}, got {value!r}")
         return int(value)
 
-    check.allowed = f"an integer >= {lo}"
+    check.allowed = f"an integer >= {lo} (and <= {hi})"
     return check
 
 
@@ -128,6 +131,23 @@ def anything(name, value):
 
 
 anything.allowed = "see the docstring"
+
+
+def finite_array(name, value):
+    """An array of finite numbers (its shape is checked against the data by the runner)."""
+    import numpy as np
+
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be an array of finite numbers, got {type(value).__name__}"
+                         ) from None
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{name} must be an array of finite numbers: it holds NaN or inf")
+    return value
+
+
+finite_array.allowed = "an array of finite numbers"
 
 
 def prior_spec(name, value):
@@ -219,7 +239,7 @@ class PriorOptions(_Group):
     strength: float | None = _opt(None, optional(number(0.0)))
     accuracy: float = _opt(0.7, number(0.0, 1.0, lo_open=True, hi_open=True))
     class_prior: float = _opt(1.0, number(0.0))
-    prior_logits: Any = _opt(None, anything)
+    prior_logits: Any = _opt(None, optional(finite_array))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -253,7 +273,7 @@ class GladOptions(_Group):
     beta_mean: float = _opt(1.0, number())
     beta_scale: float = _opt(1.0, number(0.0, lo_open=True))
     class_prior: float | None = _opt(None, optional(number(0.0)))
-    prior_logits: Any = _opt(None, anything)
+    prior_logits: Any = _opt(None, optional(finite_array))
     m_steps: int = _opt(25, integer(1))
     learning_rate: float = _opt(0.05, RATE)
 

@@ -144,3 +144,15 @@ def test_nan_in_an_output_raises(ann):
     with pytest.raises(ValueError, match="^majority_vote/vote produced NaN or inf in label_probs"):
         Posterior(p.annotations, "majority_vote", "vote", probs, p.confusion, p.class_prior,
                   p.history, 0, True)
+
+
+def test_array_and_huge_integer_options_are_named():
+    """Found by experiments/benchmarks/robustness.py: these raised numpy's or JAX's own errors."""
+    ann = ci.Annotations.from_arrays([0, 0, 1, 1, 2, 2], [0, 1, 0, 1, 0, 1], [0, 0, 1, 1, 0, 1],
+                                     n_classes=2)
+    with pytest.raises(ValueError, match="^prior_logits must be an array of finite numbers, got str"):
+        ci.fit(ann, "glad", prior_logits="abc")
+    with pytest.raises(ValueError, match="^prior_logits must be an array of finite numbers: it holds"):
+        ci.fit(ann, "dawid_skene", prior_logits=np.full((3, 2), np.nan))
+    with pytest.raises(ValueError, match="^n_iter must be an integer <= 2147483647"):
+        ci.fit(ann, "zero_based_skill", n_iter=2**40)
