@@ -141,7 +141,7 @@ class HierarchicalOptions(opts._Group):
     init_strength: float = opts._opt(10.0, opts.number(0.0, lo_open=True))
     fixed_point_steps: int = opts._opt(10, opts.integer(1))
     class_prior: float = opts._opt(1.0, opts.number(0.0, lo_open=True))
-    prior_logits: object = opts._opt(None, opts.anything)
+    prior_logits: object = opts._opt(None, opts.optional(opts.finite_array))
 
 
 def runner(annotations, *, init_strength: float = 10.0, fixed_point_steps: int = 10,

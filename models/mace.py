@@ -223,7 +223,7 @@ class MaceOptions(opts._Group):
     spamming: float | None = opts._opt(None, opts.optional(opts.number(0.0, lo_open=True)))
     strategy: float | None = opts._opt(None, opts.optional(opts.number(0.0, lo_open=True)))
     class_prior: float | None = opts._opt(None, opts.optional(opts.number(0.0)))
-    prior_logits: Any = opts._opt(None, opts.anything)
+    prior_logits: Any = opts._opt(None, opts.optional(opts.finite_array))
 
 
 for _method in ("vb", "em"):

@@ -183,7 +183,7 @@ def _signed_vote(data: CrowdData, weights: jax.Array) -> jax.Array:
 class WeightedVoteOptions(opts._Group):
     """``skills``: one weight per worker (array or {worker id: weight}); None: log-odds weights."""
 
-    skills: Any = opts._opt(None, opts.anything)
+    skills: Any = opts._opt(None, opts.optional(opts.finite_array))
     ties: str = opts._opt("split", opts.choice("split", "first"))
 
 
