@@ -179,11 +179,21 @@ def _signed_vote(data: CrowdData, weights: jax.Array) -> jax.Array:
     return jax.nn.softmax(jax.ops.segment_sum(votes, data.item, data.n_items), axis=-1)
 
 
+def _skills_check(name, value):
+    """Skills: one finite weight per worker, as an array or a {worker id: weight} mapping."""
+    values = list(value.values()) if isinstance(value, dict) else value
+    opts.finite_array(name, values)
+    return value
+
+
+_skills_check.allowed = "an array or a {worker: weight} mapping of finite numbers"
+
+
 @dataclasses.dataclass(frozen=True)
 class WeightedVoteOptions(opts._Group):
     """``skills``: one weight per worker (array or {worker id: weight}); None: log-odds weights."""
 
-    skills: Any = opts._opt(None, opts.optional(opts.finite_array))
+    skills: Any = opts._opt(None, opts.optional(_skills_check))
     ties: str = opts._opt("split", opts.choice("split", "first"))
 
 
