@@ -129,7 +129,9 @@ def test_a_runner_registered_without_a_schema_is_checked_by_its_signature(ann, m
     def runner(annotations, *, max_iter=10, smoothing=0.5, **options):
         return ci.fit(annotations, "dawid_skene", max_iter=max_iter, **options)
 
-    monkeypatch.setitem(ci.MODELS, "custom", ci.fit.__globals__["ModelEntry"]({"em": runner}, "em"))
+    from crowdinfer.fit import ModelEntry
+
+    monkeypatch.setitem(ci.MODELS, "custom", ModelEntry({"em": runner}, "em"))
     with pytest.raises(ValueError, match="^max_iter must be an integer >= 1, got -2"):
         ci.fit(ann, "custom", max_iter=-2)
     with pytest.raises(ValueError, match="custom/em: unexpected keyword option 'smooth'.*smoothing"):
