@@ -31,6 +31,7 @@ import numpy as np
 from .annotations import Annotations
 
 __all__ = [
+    "weak_features",
     "AMTStatistics",
     "load_amt",
     "amt_structured_workers",
@@ -248,3 +249,19 @@ def remove_annotations(annotations: Annotations, fraction: float, seed=0) -> Ann
         annotations.item_ids, annotations.worker_ids, annotations.classes,
     )
     return out._with_optional(gold=annotations.gold, features=annotations.features)
+
+
+def weak_features(x, kind: str, seed: int = 0) -> np.ndarray:
+    """Weak versions of real item features, to test a learned label prior on features that carry
+    little information: ``"noisy"`` (Gaussian noise of 3 feature standard deviations),
+    ``"projected"`` (a random projection to 2 dimensions), ``"random"`` (no information at all:
+    16 standard-normal columns)."""
+    if kind not in ("noisy", "projected", "random"):
+        raise ValueError(f"kind must be 'noisy', 'projected' or 'random', got {kind!r}")
+    x = np.asarray(x, np.float64)
+    rng = np.random.default_rng(seed)
+    if kind == "noisy":
+        return x + 3.0 * x.std(0) * rng.normal(size=x.shape)
+    if kind == "projected":
+        return x @ rng.normal(size=(x.shape[1], 2))
+    return rng.normal(size=(x.shape[0], 16))

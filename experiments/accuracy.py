@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 import crowdinfer as ci
-from crowdinfer import selection
+from crowdinfer import selection, simulate
 from crowdinfer.fit import MODELS, fit
 from crowdinfer.posterior import expected_accuracy
 
@@ -194,18 +194,6 @@ def timing(names) -> list[dict]:
 
 
 # ---------------------------------------------------------------------------------- learned prior
-def weak_features(x, kind, seed=0):
-    """Weak versions of real features (as in tests/test_learned_prior.py): 'noisy' (Gaussian noise
-    of 3 feature standard deviations), 'projected' (a random projection to 2 dimensions), 'random'
-    (no information)."""
-    rng = np.random.default_rng(seed)
-    if kind == "noisy":
-        return x + 3.0 * x.std(0) * rng.normal(size=x.shape)
-    if kind == "projected":
-        return x @ rng.normal(size=(x.shape[1], 2))
-    return rng.normal(size=(x.shape[0], 16))
-
-
 def learned_prior_table(models=("dawid_skene",)) -> str:
     """Accuracy with and without label_prior='classifier' (MLP (128,) default, and hidden=() --
     logistic regression), the learned weight a, the classifier alone on the held-out test items,
@@ -216,7 +204,7 @@ def learned_prior_table(models=("dawid_skene",)) -> str:
     for name in ("labelme", "music_genre"):
         ann, gold, d = load(name)
         for kind in ("original", "noisy", "projected", "random"):
-            x = ann.features if kind == "original" else weak_features(ann.features, kind)
+            x = ann.features if kind == "original" else simulate.weak_features(ann.features, kind)
             test_x = d.test.features if kind == "original" else None
             for model in models:
                 plain = expected_accuracy(fit(ann, model).label_probs, gold)

@@ -5,6 +5,7 @@ import pytest
 from crowdinfer.models.learned_prior import classifier_weight
 
 import crowdinfer as ci
+from crowdinfer import simulate
 from crowdinfer.fit import (
     fit,  # not ci.fit: importing crowdinfer.fit shadows the lazy attribute
 )
@@ -14,17 +15,6 @@ from crowdinfer.fit import (
 def labelme(dataset):
     d = dataset("labelme")
     return d, fit(d.annotations, "dawid_skene", label_prior="classifier")
-
-
-def weak_features(x, kind, seed=0):
-    """Weak versions of real features: 'noisy' (Gaussian noise of 3 feature standard deviations),
-    'projected' (a random projection to 2 dimensions), 'random' (no information at all)."""
-    rng = np.random.default_rng(seed)
-    if kind == "noisy":
-        return x + 3.0 * x.std(0) * rng.normal(size=x.shape)
-    if kind == "projected":
-        return x @ rng.normal(size=(x.shape[1], 2))
-    return rng.normal(size=(x.shape[0], 16))
 
 
 # Measured (experiments/results/accuracy.md, learned-prior table): with Dawid-Skene the learned
@@ -43,7 +33,7 @@ def test_learned_prior_never_hurts(dataset, name, kind, model, request):
         request.applymarker(pytest.mark.xfail(reason="the weak classifier still lowers accuracy "
                                               "(accuracy.md, learned-prior table)", strict=False))
     ann = dataset(name).annotations
-    x = ann.features if kind == "original" else weak_features(ann.features, kind)
+    x = ann.features if kind == "original" else simulate.weak_features(ann.features, kind)
     plain = fit(ann, model).accuracy()
     post = fit(ann, model, label_prior="classifier", features=x)
     assert post.accuracy() >= plain, (name, kind, model, post.accuracy(), plain)
