@@ -22,6 +22,7 @@ __all__ = [
     "label_posterior",
     "mean_annotation_likelihood",
     "observe",
+    "standardise",
 ]
 
 
@@ -82,3 +83,13 @@ def observe(log_evidence: jax.Array, hyper: dict) -> None:
     """Inside a NumPyro model: the annotations enter as one factor, ``sum_i log p(Z_i | ...)``,
     scaled by ``hyper["likelihood_scale"]`` when SVI trains on a minibatch of items."""
     numpyro.factor("annotations", log_evidence.sum() * hyper.get("likelihood_scale", 1.0))
+
+
+def standardise(x, eps: float = 1e-6):
+    """Feature standardisation shared by every learned prior: ``(z, mean, std)`` with
+    ``z = (x - mean) / std``, ``mean`` and ``std = x.std(0) + eps`` per column (so a constant
+    column maps to 0, never to NaN).  NumPy in, NumPy out (JAX arrays work as well); ``mean`` and
+    ``std`` standardise new items the same way."""
+    mean = x.mean(0)
+    std = x.std(0) + eps
+    return (x - mean) / std, mean, std

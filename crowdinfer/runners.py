@@ -22,7 +22,7 @@ from .models import (
     majority_vote,
     priors,
 )
-from .ops import expected_confusion_counts, label_posterior
+from .ops import expected_confusion_counts, label_posterior, standardise
 from .posterior import Posterior
 
 __all__ = ["loop_runner", "nuts_runner", "svi_runner", "community_runner", "glad_runner",
@@ -169,8 +169,8 @@ def _classifier_prior(annotations: Annotations, hyper: dict, features=None, hidd
                          "annotations (items=..., features=...) or pass features=")
     if x.shape[0] != annotations.n_items or x.ndim != 2:
         raise ValueError(f"features must have shape ({annotations.n_items}, d), got {x.shape}")
-    mean, std = x.mean(0), x.std(0) + 1e-6
-    hyper["features"] = jnp.asarray((x - mean) / std)
+    z, mean, std = standardise(x)
+    hyper["features"] = jnp.asarray(z)
     hyper["train_mask"] = jnp.asarray(annotations.annotations_per_item() > 0, jnp.float32)
     hyper["fold"] = jnp.asarray(
         np.random.default_rng(seed).permutation(annotations.n_items) % max(int(folds), 1), jnp.int32)
