@@ -487,30 +487,17 @@ def _add_online(sub, parents):
     p.add_argument("--history", default=None, help="write the per-step history CSV here")
 
 
-def _online_workers(args, classes, n_classes):
-    import numpy as np
+def _check_online_flags(args) -> None:
+    """The online flags, before any work."""
+    from .online.pool import WORKER_KINDS
 
-    from . import simulate
-
-    kind = args.workers
-    if kind == "uniform":
-        if not 0.0 < args.worker_accuracy <= 1.0:
-            raise ValueError("--worker-accuracy must lie in (0, 1]")
-        base = np.full((n_classes, n_classes), (1 - args.worker_accuracy) / (n_classes - 1))
-        np.fill_diagonal(base, args.worker_accuracy)
-        return np.broadcast_to(base, (args.n_workers, n_classes, n_classes)).copy()
-    if kind == "perfect":
-        return simulate.perfect_workers(args.n_workers, n_classes)
-    if kind == "structured":
-        return simulate.amt_structured_workers(args.n_workers, [str(c) for c in classes], seed=args.seed)
-    if kind.startswith("dataset:"):
-        from .datasets import load
-
-        ann = load(kind.split(":", 1)[1]).annotations
-        if ann.n_classes != n_classes:
-            raise ValueError(f"{kind} has {ann.n_classes} classes, the features CSV {n_classes}")
-        return simulate.dataset_workers(ann, args.n_workers, seed=args.seed)
-    raise ValueError(f"unknown --workers {kind!r}: use uniform, structured, perfect or dataset:NAME")
+    if args.workers not in WORKER_KINDS[:3] and not args.workers.startswith("dataset:"):
+        raise ValueError(f"unknown --workers {args.workers!r}: use uniform, structured, perfect "
+                         "or dataset:NAME")
+    if args.workers == "uniform" and not 0.0 < args.worker_accuracy <= 1.0:
+        raise ValueError("--worker-accuracy must lie in (0, 1]")
+    if args.prototypes < 0:
+        raise ValueError(f"--prototypes must be >= 0, got {args.prototypes}")
 
 
 def _cmd_online(args) -> int:
@@ -518,36 +505,19 @@ def _cmd_online(args) -> int:
     import pandas as pd
 
     _check_outputs(args, [args.features], [("--out", args.out), ("--history", args.history)])
+    _check_online_flags(args)
     path = _input_file(args.features)
     fmt = _format(args, path)
     if fmt not in ("csv", "tsv", "parquet"):
         raise ValueError(f"--format {fmt}: the features table must be csv, tsv or parquet")
-    if fmt == "parquet":
-        table = pd.read_parquet(path)
-    else:
-        table = pd.read_csv(path, sep="\t" if fmt == "tsv" else ",",
-                            dtype={args.item_col or "item": str, args.label_col: str})
-    table = table.rename(columns={args.item_col or "item": "item", args.label_col: "label"})
     from . import online
-    from .online.session import simulate
+    from .formats import read_features
+    from .online.pool import pick_prototypes, simulated_workers
 
-    for col in ("item", "label"):
-        if col not in table.columns:
-            raise ValueError(f"{args.features} needs a column {col!r} (columns: item,label,<features>)")
-    feature_cols = [c for c in table.columns if c not in ("item", "label")]
-    bad = [c for c in feature_cols if not pd.api.types.is_numeric_dtype(table[c])]
-    if bad:
-        raise ValueError(f"feature columns must be numeric; not numeric: {bad[:5]}")
-    if table["label"].isna().any():
-        raise ValueError("every item needs its true label (the simulated workers answer from it)")
-    classes, codes = np.unique(table["label"].astype(str).to_numpy(), return_inverse=True)
+    table = read_features(args.features, fmt, item=args.item_col or "item", label=args.label_col)
+    classes, codes, x = table.classes, table.labels, table.features
     k = len(classes)
-    rng = np.random.default_rng(args.seed)
-    proto = np.concatenate([
-        rng.permutation(np.flatnonzero(codes == c))[: args.prototypes] for c in range(k)
-    ]) if args.prototypes > 0 else np.zeros(0, int)
-    keep = np.setdiff1d(np.arange(len(table)), proto)
-    x = table[feature_cols].to_numpy(np.float32)
+    proto, keep = pick_prototypes(codes, k, args.prototypes, seed=args.seed)
     overrides = dict(sampler=args.sampler, seed=args.seed, risk_threshold=args.risk_threshold,
                      max_per_item=args.max_per_item)
     if args.no_early_stop:
@@ -555,13 +525,16 @@ def _cmd_online(args) -> int:
     if args.prototypes == 0:
         overrides["calibration"] = "cv"
     config = online.preset(args.preset, k, **overrides)
-    confusion = _online_workers(args, classes, k)
-    task = online.make_task(x[keep] if feature_cols else len(keep), args.n_workers,
-                            x[proto] if feature_cols and len(proto) else None,
-                            codes[proto] if feature_cols and len(proto) else None, k)
+    confusion = simulated_workers(args.workers, args.n_workers, classes,
+                                  accuracy=args.worker_accuracy, seed=args.seed)
+    learn = bool(table.columns)
+    task = online.make_task(x[keep] if learn else len(keep), args.n_workers,
+                            x[proto] if learn and len(proto) else None,
+                            codes[proto] if learn and len(proto) else None, k)
     start = time.time()
-    session = simulate(config, task, confusion, codes[keep], seed=args.seed, directory=args.dir,
-                       max_steps=args.max_steps, progress=_progress(args))
+    session = online.run_simulation(config, task, confusion, codes[keep], seed=args.seed,
+                                    directory=args.dir, max_steps=args.max_steps,
+                                    progress=_progress(args))
     hist = session.history_frame()
     last = hist.iloc[-1] if len(hist) else None
     if session.resumed:
@@ -574,7 +547,7 @@ def _cmd_online(args) -> int:
     if args.out:
         state = session.state
         pd.DataFrame({
-            "item": table["item"].to_numpy()[keep],
+            "item": table.items[keep],
             "label": classes[np.asarray(state.decision)],
             "risk": np.asarray(state.risk),
             "annotations": np.asarray(state.item_count),

@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, NamedTuple, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -36,7 +36,7 @@ import pandas as pd
 from .annotations import Annotations
 
 __all__ = ["FORMATS", "read", "read_label_studio", "read_toloka", "read_mturk",
-           "write_label_studio_predictions"]
+           "write_label_studio_predictions", "FeatureTable", "read_features"]
 
 FORMATS = ("csv", "tsv", "parquet", "label_studio", "toloka", "mturk")
 
@@ -342,3 +342,46 @@ def read_mturk(path, *, answer: Optional[str] = None, item: Optional[str] = None
     items = _item_ids(df, inputs, item, "HITId", path).astype(str)
     rows = list(zip(items[keep], df["WorkerId"][keep], labels[keep]))
     return _finish(rows, path, gold, classes, notes)
+
+
+# ------------------------------------------------------------------ item features (the online loop)
+class FeatureTable(NamedTuple):
+    """Items with a known class and numeric features, as :func:`read_features` returns them."""
+
+    items: np.ndarray     # (N,) item ids, as written in the file
+    classes: np.ndarray   # (K,) the class names, sorted (as text)
+    labels: np.ndarray    # (N,) each item's class: an index into ``classes``
+    features: np.ndarray  # (N, D) float32, D = 0 when the table has no feature column
+    columns: list         # the D feature column names
+
+
+def read_features(path, format: str = "csv", *, item: str = "item", label: str = "label") -> FeatureTable:
+    """A table of items (one row each: ``item``, ``label`` = the true class, then numeric feature
+    columns) in csv, tsv or parquet, as read by ``crowdinfer online``.  Item ids and labels are
+    read as text; raises ``ValueError`` naming a missing column, the non-numeric feature columns,
+    or the rows without a label."""
+    if format not in ("csv", "tsv", "parquet"):
+        raise ValueError(f"format {format!r}: a features table must be csv, tsv or parquet")
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no such file: {path}")
+    if format == "parquet":
+        table = pd.read_parquet(path)
+    else:
+        table = pd.read_csv(path, sep="\t" if format == "tsv" else ",", dtype={item: str, label: str})
+    for col in (item, label):
+        if col not in table.columns:
+            raise ValueError(f"{path} needs a column {col!r} (columns: {item},{label},<features>)")
+    feature_cols = [c for c in table.columns if c not in (item, label)]
+    bad = [c for c in feature_cols if not pd.api.types.is_numeric_dtype(table[c])]
+    if bad:
+        raise ValueError(f"feature columns must be numeric; not numeric: {bad[:5]}")
+    missing = table[label].isna().to_numpy()
+    if missing.any():
+        where = (f"row(s) {np.flatnonzero(missing)[:10].tolist()}" if format == "parquet"
+                 else f"line(s) {_lines(missing)}")
+        raise ValueError("every item needs its true label (the simulated workers answer from it); "
+                         f"{path} has none on {where}")
+    classes, codes = np.unique(table[label].astype(str).to_numpy(), return_inverse=True)
+    return FeatureTable(table[item].to_numpy(), classes, codes.astype(np.int64),
+                        table[feature_cols].to_numpy(np.float32), feature_cols)
