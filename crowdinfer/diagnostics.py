@@ -20,13 +20,18 @@ the others are independent draws.  ``Posterior.to_arviz`` caches the result.
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .ops import expected_confusion_counts, gather_log_confusion, label_posterior
-from .posterior import Posterior
+from .inference.mcmc import draw_label_probs
+from .models import one_coin
+from .ops import expected_confusion_counts, gather_log_confusion
+
+if TYPE_CHECKING:  # only a type hint: posterior.py imports this module lazily (no cycle)
+    from .posterior import Posterior
 
 with warnings.catch_warnings():  # arviz 0.2x announces its 1.0 refactor on import
     warnings.simplefilter("ignore", FutureWarning)
@@ -74,8 +79,7 @@ def confusion_draws(posterior: Posterior, num_draws: int = 500, seed: int = 0):
         a = hyper["correct"] + right
         b = hyper["wrong"] + counts.sum((1, 2)) - right
         acc = jax.random.beta(key_c, a, b, shape + a.shape)
-        eye = jnp.eye(k)
-        conf = acc[..., None, None] * eye + ((1 - acc) / (k - 1))[..., None, None] * (1 - eye)
+        conf = one_coin.confusion(acc.reshape(-1), k).reshape(acc.shape + (k, k))
     else:
         alpha = jnp.broadcast_to(jnp.asarray(hyper.get("confusion", 1.0), jnp.float32),
                                  counts.shape) + counts
@@ -106,22 +110,14 @@ def to_arviz(posterior: Posterior, num_draws: int = 500, seed: int = 0,
     if prior is not None:
         variables["class_prior"] = prior
     if label_probs:
-        data = a.to_device()
         logits = posterior.options.get("hyper", {}).get("prior_logits")
 
-        @jax.jit
-        @jax.vmap
-        def e_step(theta, pi):
-            log_prior = jax.nn.log_softmax(logits, -1) if logits is not None else jnp.log(pi)
-            log_q, _ = label_posterior(data, gather_log_confusion(data, jnp.log(theta)), log_prior)
-            return jnp.exp(log_q)
+        def log_prior(data, draw, hyper):
+            return jax.nn.log_softmax(logits, -1) if logits is not None else jnp.log(draw["pi"])
 
-        flat_c = jnp.asarray(conf).reshape((-1,) + conf.shape[2:])
-        flat_p = jnp.asarray(weights).reshape((-1, a.n_classes))
-        probs = [e_step(flat_c[s : s + 32], flat_p[s : s + 32]) for s in range(0, len(flat_c), 32)]
-        variables["label_probs"] = np.asarray(jnp.concatenate(probs)).reshape(
-            conf.shape[:2] + (a.n_items, a.n_classes)
-        )
+        variables["label_probs"] = np.asarray(draw_label_probs(
+            lambda data, draw: gather_log_confusion(data, jnp.log(draw["theta"])), log_prior,
+            a.to_device(), {}, {"theta": conf, "pi": weights}, batch=32))
     coords = {
         "worker": _coord(a.worker_ids),
         "true_class": _coord(a.classes),
