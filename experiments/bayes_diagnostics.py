@@ -1,6 +1,6 @@
 """Worker-confusion posteriors on real data: a figure from each plot function, and the ArviZ summary.
 
-    python experiments/bayes_diagnostics.py
+    python -m experiments.bayes_diagnostics
 
 Fits BCC by variational Bayes and by NUTS (4 chains) on rte, and BCC-VB on dog (4 classes), then
 writes into experiments/results/:
@@ -66,7 +66,7 @@ def main() -> int:
     lines = [
         "# Worker-confusion posteriors: BCC by VB and by NUTS",
         "",
-        "Run: `python experiments/bayes_diagnostics.py`.",
+        "Run: `python -m experiments.bayes_diagnostics`.",
         "",
         "| data | engine | accuracy | seconds | notes |",
         "| --- | --- | ---: | ---: | --- |",

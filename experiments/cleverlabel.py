@@ -1,6 +1,6 @@
 """Proposal bias and CleverLabel on CIFAR-10H: the shapes of seed 002's Fig. 3a and Fig. 4.
 
-    python experiments/cleverlabel.py [--accuracy 0.9] [--repeats 3] [--items N] [--ambiguous 0.9]
+    python -m experiments.cleverlabel [--accuracy 0.9] [--repeats 3] [--items N] [--ambiguous 0.9]
 
 The soft ground truth of each CIFAR-10H test image is its human vote distribution
 (../shared/data/cifar10h/counts.npy, about 51 votes per image; read in place). For every number of
@@ -325,7 +325,7 @@ def write_report(args, studies, tables, full, sensitivity, bias, offsets, curves
     names = list(studies)
     lines = [
         "# CleverLabel on CIFAR-10H (seed 002, Fig. 3a and Fig. 4)", "",
-        "Run: `python experiments/cleverlabel.py` (options: `--accuracy 0.9 --repeats 3 --items N "
+        "Run: `python -m experiments.cleverlabel` (options: `--accuracy 0.9 --repeats 3 --items N "
         "--ambiguous 0.9 --seed 0`). "
         f"This run: {len(p)} images ({len(studies[names[1]])} of them ambiguous), proposal accuracy "
         f"{args.accuracy}, {args.repeats} repeats, {seconds:.0f} s on 2 CPU cores.", "",

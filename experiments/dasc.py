@@ -1,8 +1,8 @@
 """DASC (seed 004) on LabelMe and Music: Table 2, the imbalance ratio over iterations (Fig. 4) and
 accuracy against annotation sparsity (Fig. 6).
 
-    python experiments/dasc.py            # the full study, ~30-60 min on 2 CPU cores
-    python experiments/dasc.py --quick    # a smoke run (labelme only, 2 seeds, 2 iterations)
+    python -m experiments.dasc            # the full study, ~30-60 min on 2 CPU cores
+    python -m experiments.dasc --quick    # a smoke run (labelme only, 2 seeds, 2 iterations)
 
 Data: ``labelme`` (1000 training images with 512-d VGG features, 59 workers, 1188 test images)
 and ``music_genre`` (700 songs, 124-d features, 44 workers, 300 test songs) from ../shared/data,
@@ -353,7 +353,7 @@ def write_summary(args, out: Path, table: pd.DataFrame, ratios: pd.DataFrame,
     text = [
         "# DASC (seed 004) on LabelMe and Music",
         "",
-        f"`python experiments/dasc.py{' --quick' if args.quick else ''}`: {args.seeds} seeds, "
+        f"`python -m experiments.dasc{' --quick' if args.quick else ''}`: {args.seeds} seeds, "
         f"{args.iterations} self-training iterations, long-tailed ratio {args.ratio:g}; "
         + (f"this invocation resumed from the CSVs ({seconds / 60:.0f} min); "
            if args.resume else f"{seconds / 60:.0f} min on this machine; ")

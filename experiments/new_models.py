@@ -2,7 +2,7 @@
 
 Writes experiments/results/new_models.md (accuracy, ties split evenly, and seconds per fit on this
 machine, compile included) and new_models.csv.  Every model runs with its default engine and
-options.  Run: ``python3 experiments/new_models.py [dataset ...]``; on a small machine, run parts
+options.  Run: ``python3 -m experiments.new_models [dataset ...]``; on a small machine, run parts
 side by side with ``--part NAME dataset ...`` (rows to results/new_models_NAME.csv) and then
 ``--merge`` (all part files and new_models.csv into new_models.csv and .md).
 """

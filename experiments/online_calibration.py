@@ -1,7 +1,7 @@
 """Online loop on pools built from ../shared/data: does the stopping rule keep its promise on any
 pool size and step size, and are the finished items (risk < C = 0.1) at least 90% correct?
 
-    python experiments/online_calibration.py [--quick]
+    python -m experiments.online_calibration [--quick]
 
 Pools (items = annotated + test items with gold; workers = 50 simulated from the dataset's own
 crowd, ``simulate.dataset_workers``; 10 prototypes per class as in ``online_real.py``):
@@ -20,18 +20,15 @@ the run had used when it stopped.  Writes ``results/online_calibration.md``.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from online_real import load_pool  # noqa: E402
-
-import crowdinfer as ci  # noqa: E402
-from crowdinfer import online, simulate  # noqa: E402
-from crowdinfer.fit import fit  # noqa: E402
+import crowdinfer as ci
+from crowdinfer import online, simulate
+from crowdinfer.fit import fit
+from experiments.online_real import load_pool
 
 OUT = Path(__file__).parent / "results" / "online_calibration.md"
 BETA_STEPS = 5
@@ -87,14 +84,17 @@ def crowd_at_budget(confusion, y, budget, seed=0):
     return float(np.mean(pred == y))
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--cap", type=float, default=1.6)
-    parser.add_argument("--presets", default="ds_model,efficient_annotation")
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="leave out labelme-x4 (8752 items), the slowest pool")
+    parser.add_argument("--cap", type=float, default=1.6,
+                        help="answers per item at which a run ends (default 1.6)")
+    parser.add_argument("--presets", default="ds_model,efficient_annotation",
+                        help="comma-separated presets (default ds_model,efficient_annotation)")
     parser.add_argument("--raw-risk", action="store_true",
                         help="calibrate_risk=False (seed 000's raw posterior); writes *_raw.md")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     rows = []
     for name, (x, y, px, py, ann) in pools(args.quick).items():
         k = ann.n_classes

@@ -20,6 +20,7 @@ after ``init`` instead.
 """
 from __future__ import annotations
 
+import argparse
 import os
 import time
 from pathlib import Path
@@ -42,6 +43,36 @@ BUDGETS = (0.25, 0.5, 1.0, 1.5)  # annotations per item at which accuracies are 
 PRESET_ORDER = ("ds_model", "lean", "improved_lean", "efficient_annotation")
 LABELS = {"ds_model": "online DS", "lean": "Lean", "improved_lean": "Lean* (improved)",
           "efficient_annotation": "efficient annotation"}
+
+
+def command_line(doc: str, config: dict, argv, quick: dict, quick_help: str,
+                 experiments=None):
+    """An experiment's command line: a flag per ``config`` entry (``--name-with-dashes``; a tuple
+    default takes several values), ``--quick`` (applies the settings ``quick`` and writes under
+    ``<out>/quick``) and ``--out`` (default :data:`OUT`).  Returns ``(cfg, out, wanted)``: the
+    parsed settings, the output folder (made) and the experiments asked for in ``--experiments``
+    (checked against ``experiments``, default :data:`EXPERIMENTS`).  Turns the compile cache on."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    for name, default in config.items():
+        if isinstance(default, tuple):
+            parser.add_argument(f"--{name.replace('_', '-')}", nargs="+", default=list(default))
+        else:
+            parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--out", default=None)
+    cfg = parser.parse_args(argv)
+    out = Path(cfg.out) if cfg.out else OUT
+    if cfg.quick:
+        for name, value in quick.items():
+            setattr(cfg, name, value)
+        out = out / "quick"
+    wanted = [e.strip() for e in cfg.experiments.split(",") if e.strip()]
+    bad = sorted(set(wanted) - set(experiments or EXPERIMENTS))
+    if bad:
+        parser.error(f"unknown experiments {bad}; choose from {EXPERIMENTS}")
+    out.mkdir(parents=True, exist_ok=True)
+    enable_compile_cache()
+    return cfg, out, wanted
 
 
 def enable_compile_cache(path: str | None = None) -> None:
@@ -327,11 +358,17 @@ def skill_specs(n_items):
     return out
 
 
-def run_specs(chosen, cfg, task_for, make_workers, truth, k, seeds, log, max_steps=10_000,
-              base=None, seeds_for=None):
-    """Run every spec belonging to an experiment in ``chosen``; returns a long frame.  ``base``:
-    config overrides for every run; ``seeds_for(preset) -> int`` overrides ``seeds``."""
+def log(message) -> None:
+    print(message, flush=True)
+
+
+def run_specs(chosen, cfg, pool, make_workers, truth, k, seeds, max_steps=10_000, base=None,
+              seeds_for=None):
+    """Run every spec belonging to an experiment in ``chosen`` on the items ``pool = (features,
+    prototypes, prototype classes)``; returns a long frame.  ``base``: config overrides for every
+    run; ``seeds_for(preset) -> int`` overrides ``seeds``."""
     frames = []
+    tasks = {}  # one task per number of workers
     for variant, experiments, preset_name, noise, m, overrides in chosen:
         settings = dict(hits_per_step=cfg.hits_per_step, hit_size=cfg.hit_size, early_stop=None)
         settings.update(base or {})
@@ -339,7 +376,10 @@ def run_specs(chosen, cfg, task_for, make_workers, truth, k, seeds, log, max_ste
         proposer = overrides.pop("proposer", None)
         settings.update(overrides)
         config = online.preset(preset_name, k, **settings)
-        task = task_for(m)
+        if m not in tasks:
+            x, px, py = pool
+            tasks[m] = online.make_task(x, m, px, py, k)
+        task = tasks[m]
         t0 = time.perf_counter()
         n_seeds = seeds_for(preset_name) if seeds_for else seeds
         for seed in range(n_seeds):
@@ -378,7 +418,7 @@ EXPERIMENT_PLOTS = {
 }
 
 
-def write_experiment(runs, name, experiment, out, auc_upto, log, title_prefix):
+def write_experiment(runs, name, experiment, out, auc_upto, title_prefix):
     sub = runs[runs["experiments"].str.split(",").apply(lambda e: experiment in e)].copy()
     sub.insert(0, "experiment", experiment)
     sub.insert(0, "dataset", name)

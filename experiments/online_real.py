@@ -1,6 +1,6 @@
 """The online annotation loop (seed 000, Algorithm 1) on real item features with simulated workers.
 
-    python experiments/online_real.py [--datasets labelme music_genre]
+    python -m experiments.online_real [--datasets labelme music_genre]
                                       [--experiments presets,noise,samplers] [--seeds 3] [--quick]
 
 **Items.**  Every item of the dataset with a gold label and features -- the annotated items *and* the
@@ -45,18 +45,13 @@ worker, better skill estimates).  Random vs ``greedy`` vs the official per-HIT g
 """
 from __future__ import annotations
 
-import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import online_common as oc  # noqa: E402
-
-from crowdinfer import datasets, online, simulate  # noqa: E402
+from crowdinfer import datasets, simulate
+from experiments import online_common as oc
 
 CONFIG = dict(
     datasets=("labelme", "music_genre"),
@@ -101,29 +96,9 @@ def load_pool(name, n_protos, seed=0):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for name, default in CONFIG.items():
-        if isinstance(default, tuple):
-            parser.add_argument(f"--{name.replace('_', '-')}", nargs="+", default=list(default))
-        else:
-            parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
-    parser.add_argument("--quick", action="store_true", help="1 seed, at most 12 steps per run")
-    parser.add_argument("--out", default=None)
-    cfg = parser.parse_args(argv)
-    out = Path(cfg.out) if cfg.out else oc.OUT
-    if cfg.quick:
-        cfg.seeds, cfg.max_steps = 1, 12
-        out = out / "quick"
-    out.mkdir(parents=True, exist_ok=True)
-    oc.enable_compile_cache()
-    wanted = [e.strip() for e in cfg.experiments.split(",") if e.strip()]
-    bad = sorted(set(wanted) - set(oc.EXPERIMENTS))
-    if bad:
-        parser.error(f"unknown experiments {bad}; choose from {oc.EXPERIMENTS}")
-
-    def log(message):
-        print(message, flush=True)
-
+    cfg, out, wanted = oc.command_line(__doc__, CONFIG, argv, dict(seeds=1, max_steps=12),
+                                       "1 seed, at most 12 steps per run")
+    log = oc.log
     start = time.perf_counter()
     tables, meta = [], {}
     for name in cfg.datasets:
@@ -134,13 +109,6 @@ def main(argv=None):
         log(f"{name}: {len(y)} items, {k} classes, d={x.shape[1]}, prototypes {note}; "
             f"simulated worker accuracy (seed-0 pool) "
             f"{np.diagonal(probe, axis1=1, axis2=2).mean():.3f}")
-        tasks = {}
-
-        def task_for(m):
-            if m not in tasks:
-                tasks[m] = online.make_task(x, m, px, py, k)
-            return tasks[m]
-
         n_real = int((ann.gold_confusion_counts().sum((1, 2)) >= 20).sum())
 
         def make_workers(m, seed, kind="structured"):
@@ -158,12 +126,12 @@ def main(argv=None):
             f"({cfg.prior_accuracy})")
         chosen = [s for s in oc.specs(cfg.n_workers, len(y)) + oc.skill_specs(len(y))
                   if set(s[1]) & set(wanted)]
-        runs = oc.run_specs(chosen, cfg, task_for, make_workers, y, k, cfg.seeds, log,
+        runs = oc.run_specs(chosen, cfg, (x, px, py), make_workers, y, k, cfg.seeds,
                             max_steps=cfg.max_steps, base=dict(prior_accuracy=prior_accuracy),
                             seeds_for=lambda p: min(cfg.seeds, cfg.lean_seeds) if p == "lean"
                             else cfg.seeds)
         for e in wanted:
-            tables.append(oc.write_experiment(runs, name, e, out, cfg.auc_upto, log, name))
+            tables.append(oc.write_experiment(runs, name, e, out, cfg.auc_upto, name))
         meta[name] = dict(items=len(y), classes=k, dims=x.shape[1], prototypes=note,
                           prior_accuracy=prior_accuracy, seeds=cfg.seeds,
                           seconds=time.perf_counter() - t0)

@@ -1,6 +1,6 @@
 """The online annotation loop (seed 000, Algorithm 1) in a small ImageNet100-style sandbox.
 
-    python experiments/online_sandbox.py [--experiments presets,noise,samplers,risk,workers,frequency]
+    python -m experiments.online_sandbox [--experiments presets,noise,samplers,risk,workers,frequency]
                                          [--seeds 3] [--quick]
 
 **Classes and workers.**  The classes of two of the original sandbox splits,
@@ -50,20 +50,15 @@ stopping with beta = 5 would have stopped; every curve run with ``early_stop=Non
 """
 from __future__ import annotations
 
-import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import online_common as oc  # noqa: E402
-
-from crowdinfer import online, simulate  # noqa: E402
-from crowdinfer.datasets import shared_data_dir  # noqa: E402
+from crowdinfer import simulate
+from crowdinfer.datasets import shared_data_dir
+from experiments import online_common as oc
 
 CONFIG = dict(
     splits=("imagenet_split_1", "imagenet_split_2"),
@@ -143,27 +138,9 @@ def sandbox_difficulty(means, sigma, y, x, human, groups, seed):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for name, default in CONFIG.items():
-        kind = type(default)
-        if kind is tuple:
-            parser.add_argument(f"--{name.replace('_', '-')}", nargs="+", default=list(default))
-        else:
-            parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=default)
-    parser.add_argument("--quick", action="store_true", help="1 seed, 40 items per class")
-    parser.add_argument("--out", default=None)
-    cfg = parser.parse_args(argv)
-    out = Path(cfg.out) if cfg.out else oc.OUT
-    if cfg.quick:
-        cfg.seeds, cfg.items_per_class = 1, 40
-        out = out / "quick"
-    out.mkdir(parents=True, exist_ok=True)
-    oc.enable_compile_cache()
-    log_lines = []
-
-    def log(message):
-        print(message, flush=True)
-        log_lines.append(message)
+    cfg, out, wanted = oc.command_line(__doc__, CONFIG, argv, dict(seeds=1, items_per_class=40),
+                                       "1 seed, 40 items per class", experiments=oc.EXPERIMENTS[:6])
+    log = oc.log
 
     stats = simulate.load_amt()
     wnids = load_classes(cfg.splits)
@@ -177,24 +154,13 @@ def main(argv=None):
     log(f"sandbox: {k} classes ({', '.join(cfg.splits)}), {len(y)} items, d={cfg.dims}; "
         f"gold-trained LDA accuracy {gold_acc:.3f}; Spearman(machine, human confusion) {rho:.2f}; "
         f"worker accuracy (seed-0 pool) {np.diagonal(probe, axis1=1, axis2=2).mean():.3f}")
-    tasks = {}
-
-    def task_for(m):
-        if m not in tasks:
-            tasks[m] = online.make_task(x, m, px, py, k)
-        return tasks[m]
-
     def make_workers(m, seed, kind="structured"):
         return simulate.amt_structured_workers(m, wnids, seed=1000 + seed, stats=stats)
 
-    wanted = [e.strip() for e in cfg.experiments.split(",") if e.strip()]
-    bad = sorted(set(wanted) - set(oc.EXPERIMENTS[:6]))
-    if bad:
-        parser.error(f"unknown experiments {bad}; choose from {oc.EXPERIMENTS}")
     chosen = [s for s in oc.specs(cfg.n_workers, len(y)) if set(s[1]) & set(wanted)]
     start = time.perf_counter()
-    runs = oc.run_specs(chosen, cfg, task_for, make_workers, y, k, cfg.seeds, log)
-    tables = [oc.write_experiment(runs, "sandbox", e, out, cfg.auc_upto, log, "sandbox") for e in wanted]
+    runs = oc.run_specs(chosen, cfg, (x, px, py), make_workers, y, k, cfg.seeds)
+    tables = [oc.write_experiment(runs, "sandbox", e, out, cfg.auc_upto, "sandbox") for e in wanted]
     oc.update_summary(out / "sandbox_summary.csv", tables)
     meta = dict(vars(cfg), n_items=len(y), n_classes=k, gold_lda_accuracy=gold_acc,
                 spearman_machine_human=rho, wall_seconds=time.perf_counter() - start)

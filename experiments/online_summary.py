@@ -2,7 +2,7 @@
 ``online_real.py``: writes ``results/online/claims.csv`` and the tables of
 ``results/online/summary_tables.md`` (pasted into ``summary.md``).
 
-    python experiments/online_summary.py [--results experiments/results/online]
+    python -m experiments.online_summary [--results experiments/results/online]
 
 (a) **efficient annotation vs online DS** -- the accuracy online DS (``ds_model``) has at the end of
     its run (every item finished or at the cap of 3), and the annotations per item each preset needs
@@ -17,14 +17,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import online_common as oc  # noqa: E402
+from experiments import online_common as oc
 
 STEP = 0.0025
 

@@ -4,7 +4,7 @@ Runs Dawid-Skene (MAP-EM) with every named prior at several strengths on each re
 ../shared/data and writes experiments/results/prior_sweep.md (+ .csv): accuracy on gold, next to
 majority vote and the published Dawid-Skene figure.
 
-    python experiments/prior_sweep.py
+    python -m experiments.prior_sweep
 """
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def main() -> int:
     summary = pd.DataFrame({"worst margin over MV": margin.min(), "mean accuracy": numeric.drop(columns="majority vote").mean()})
     with open(OUT / "prior_sweep.md", "w") as fh:
         fh.write("# Worker prior sweep (Dawid-Skene, MAP-EM)\n\n")
-        fh.write("Run: `python experiments/prior_sweep.py`. Accuracy on gold items. Priors are in "
+        fh.write("Run: `python -m experiments.prior_sweep`. Accuracy on gold items. Priors are in "
                  "pseudo-answers per confusion row (see `crowdinfer.fit.resolve_prior`).\n\n")
         fh.write(table.to_markdown(floatfmt=".3f") + "\n\n")
         fh.write("## Summary over the 12 datasets\n\n")

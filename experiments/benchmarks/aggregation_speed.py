@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Speed, memory and accuracy of crowdinfer's Dawid-Skene against crowd-kit's ``DawidSkene``.
 
-    python experiments/benchmarks/aggregation_speed.py            # full run (~10-20 min on 2 cores)
-    python experiments/benchmarks/aggregation_speed.py --quick    # smoke run: 10^4 and 10^5 only
+    python -m experiments.benchmarks.aggregation_speed            # full run (~10-20 min on 2 cores)
+    python -m experiments.benchmarks.aggregation_speed --quick    # smoke run: 10^4 and 10^5 only
 
 The full run writes ``experiments/results/aggregation_speed.{md,csv,png}``.  ``--quick`` writes to a
 temporary folder (printed at the end) unless ``--out-dir`` is given, so a smoke run never overwrites
@@ -29,25 +29,21 @@ What is measured (same machine, same run, same data, the same number of EM itera
 """
 from __future__ import annotations
 
-import argparse
 import datetime
 import gc
 import json
 import math
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import busy_cpu_s as _busy_cpu_s  # noqa: E402
-from machine import children_cpu_s as _children_cpu_s  # noqa: E402
-from machine import frozen_source as _frozen_source  # noqa: E402
-from machine import machine_info as _machine_info  # noqa: E402
+from experiments.benchmarks.machine import REPO, frozen_source
+from experiments.benchmarks.machine import machine_info as _machine_info
+from experiments.benchmarks.machine import run_worker as _run_worker
+from experiments.benchmarks.machine import worker_parser
+
 RESULTS = REPO / "experiments" / "results"
 STEM = "aggregation_speed"
 DATA_DIR = Path(os.environ.get("CROWDINFER_DATA", "/work/shared/data"))
@@ -246,38 +242,18 @@ def measure(tool: str, dataset: str, timeout: float, retries: int) -> dict:
     return best
 
 
-WORKER_ENV: dict | None = None  # environment of the worker subprocesses (see freeze_source)
-
-
-def freeze_source() -> Path:
-    """Run the workers on a copy of crowdinfer/ and models/ taken now (see machine.frozen_source)."""
-    global WORKER_ENV
-    snap, WORKER_ENV = _frozen_source("aggregation_speed_src_")
-    return snap
+WORKER_SNAP: Path | None = None  # the copy of the source the workers run on (machine.frozen_source)
 
 
 def run_worker(tool: str, dataset: str, timeout: float) -> dict:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", tool, dataset]
-    label = f"{tool:10s} {dataset:20s}"
-    print(f"  {label} ...", end="", flush=True)
-    busy0, own0 = _busy_cpu_s(), _children_cpu_s()
-    start = time.perf_counter()
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=WORKER_ENV)
-    except subprocess.TimeoutExpired:
-        print(f" killed after {timeout:.0f} s", flush=True)
+    print(f"  {tool:10s} {dataset:20s} ...", end="", flush=True)
+    run = _run_worker(__spec__.name, [tool, dataset], timeout, WORKER_SNAP)
+    if run.status == "killed":
         return {"tool": tool, "status": f"killed: ran past {timeout:.0f} s (limit ~3 min per call)"}
-    wall = time.perf_counter() - start
-    # CPU the rest of the machine used meanwhile (in cores): other jobs distort the timings
-    foreign = max(0.0, (_busy_cpu_s() - busy0) - (_children_cpu_s() - own0)) / wall
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    if proc.returncode != 0 or not lines:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
-        print(f" FAILED (rc={proc.returncode})\n    " + "\n    ".join(tail), flush=True)
-        return {"tool": tool, "status": f"failed: {tail[-1] if tail else proc.returncode}"}
-    res = json.loads(lines[-1][len("RESULT "):])
-    res["status"] = "ok"
-    res["other_load_cores"] = foreign
+    if run.result is None:
+        return {"tool": tool, "status": run.status}
+    res = {**run.result, "status": "ok", "other_load_cores": run.other_load_cores}
+    wall, foreign = run.wall_s, run.other_load_cores
     print(f" first {res['first_s']:.3f} s, median {res['steady_s']:.3f} s, acc {res['accuracy']:.4f},"
           f" peak {res['peak_rss'] / 1e6:.0f} MB ({wall:.0f} s wall, other load {foreign:.2f} cores)",
           flush=True)
@@ -312,6 +288,16 @@ def fmt_s(x) -> str:
     if x is None:
         return "—"
     return f"{x:.3f}" if x < 10 else f"{x:.1f}"
+
+
+def table_head(title: str, columns: list, align: list) -> list:
+    """A markdown section title, a table's header row and its alignment row."""
+    return [f"## {title}\n", "| " + " | ".join(columns) + " |", "|" + "|".join(align) + "|"]
+
+
+def both(by: dict, dataset: str) -> tuple:
+    """The crowdinfer and crowd-kit rows of ``dataset`` (None where missing)."""
+    return by.get((dataset, "crowdinfer")), by.get((dataset, "crowd-kit"))
 
 
 def write_outputs(rows: list[dict], info: dict, out: Path, quick: bool, started: str,
@@ -393,9 +379,9 @@ def write_outputs(rows: list[dict], info: dict, out: Path, quick: bool, started:
     if quick:
         L.append("**QUICK SMOKE RUN (`--quick`): 10^4 and 10^5 only -- not the benchmark's results.**\n")
     L.append("## How to run\n")
-    L.append("```\npython experiments/benchmarks/aggregation_speed.py          # full run, writes "
+    L.append("```\npython -m experiments.benchmarks.aggregation_speed          # full run, writes "
              f"experiments/results/{STEM}.{{md,csv,png}}\n"
-             "python experiments/benchmarks/aggregation_speed.py --quick  # smoke run (10^4, 10^5) "
+             "python -m experiments.benchmarks.aggregation_speed --quick  # smoke run (10^4, 10^5) "
              "to a temporary folder\n```\n")
     L.append("Needs the `bench` extra (`pip install -e .[bench]`: crowd-kit, psutil) and the real data "
              f"sets under `$CROWDINFER_DATA` (default `{DATA_DIR}`).\n")
@@ -449,12 +435,12 @@ def write_outputs(rows: list[dict], info: dict, out: Path, quick: bool, started:
              "*increment* = peak minus the RSS at that point (baseline). MB = 10^6 bytes.\n")
 
     # speed table
-    L.append("## Time and accuracy\n")
-    L.append("| data set | annotations | crowdinfer first call (s) | crowdinfer steady (s) | crowd-kit (s) "
-             "| speed-up steady | speed-up first call | acc crowdinfer | acc crowd-kit | Δacc |")
-    L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    L += table_head("Time and accuracy", [
+        "data set", "annotations", "crowdinfer first call (s)", "crowdinfer steady (s)", "crowd-kit (s)",
+        "speed-up steady", "speed-up first call", "acc crowdinfer", "acc crowd-kit", "Δacc"],
+        ["---"] + ["---:"] * 9)
     for d in datasets:
-        a, b = by.get((d, "crowdinfer")), by.get((d, "crowd-kit"))
+        a, b = both(by, d)
         name = f"synthetic {fmt_n(int(d.split(':')[1]))}" if d in synth else d
         n = a["n_annotations"] if ok(a) else (b["n_annotations"] if ok(b) else "?")
         cells = [name, f"{n:,}" if isinstance(n, int) else n]
@@ -472,12 +458,11 @@ def write_outputs(rows: list[dict], info: dict, out: Path, quick: bool, started:
     L.append("")
 
     # linear growth
-    L.append("## Growth with size (synthetic)\n")
-    L.append("| annotations | crowdinfer steady ns/annotation | crowdinfer first-call ns/annotation "
-             "| crowd-kit ns/annotation | crowdinfer compile + trace ≈ first − steady (s) |")
-    L.append("|---:|---:|---:|---:|---:|")
+    L += table_head("Growth with size (synthetic)", [
+        "annotations", "crowdinfer steady ns/annotation", "crowdinfer first-call ns/annotation",
+        "crowd-kit ns/annotation", "crowdinfer compile + trace ≈ first − steady (s)"], ["---:"] * 5)
     for d in synth:
-        a, b = by.get((d, "crowdinfer")), by.get((d, "crowd-kit"))
+        a, b = both(by, d)
         n = int(d.split(":")[1])
         L.append("| " + " | ".join([
             fmt_n(n),
@@ -503,9 +488,9 @@ def write_outputs(rows: list[dict], info: dict, out: Path, quick: bool, started:
     L.append("")
 
     # memory
-    L.append("## Peak memory\n")
-    L.append("| data set | tool | baseline RSS (MB) | peak RSS (MB) | increment (MB) | increment bytes/annotation |")
-    L.append("|---|---|---:|---:|---:|---:|")
+    L += table_head("Peak memory", ["data set", "tool", "baseline RSS (MB)", "peak RSS (MB)",
+                                    "increment (MB)", "increment bytes/annotation"],
+                    ["---"] * 2 + ["---:"] * 4)
     for d in datasets:
         name = f"synthetic {fmt_n(int(d.split(':')[1]))}" if d in synth else d
         for tool in ("crowdinfer", "crowd-kit"):
@@ -520,11 +505,9 @@ def write_outputs(rows: list[dict], info: dict, out: Path, quick: bool, started:
     L.append("")
 
     # targets
-    L.append("## Targets\n")
-    L.append("| target | measured | result |")
-    L.append("|---|---|---|")
+    L += table_head("Targets", ["target", "measured", "result"], ["---"] * 3)
     key = f"synthetic:{TARGET_SPEEDUP_N}"
-    a, b = by.get((key, "crowdinfer")), by.get((key, "crowd-kit"))
+    a, b = both(by, key)
     if ok(a) and ok(b):
         sp = b["steady_s"] / a["steady_s"]
         gap = abs(a["accuracy"] - b["accuracy"])
@@ -558,20 +541,13 @@ def write_outputs(rows: list[dict], info: dict, out: Path, quick: bool, started:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="smoke run: synthetic 10^4 and 10^5 only")
-    p.add_argument("--out-dir", type=Path, default=None,
-                   help=f"where to write {STEM}.{{md,csv,png}} (default experiments/results; "
-                        "a temporary folder with --quick)")
+    p = worker_parser(__doc__, "smoke run: synthetic 10^4 and 10^5 only",
+                      f"where to write {STEM}.{{md,csv,png}} (default experiments/results; "
+                      "a temporary folder with --quick)", ("TOOL", "DATASET"))
     p.add_argument("--skip-real", action="store_true", help="synthetic sizes only")
     p.add_argument("--retries", type=int, default=2,
                    help="repeat a measurement (after waiting for an idle machine) up to this many "
                         f"times while other processes used more than {BUSY_LIMIT_CORES} cores")
-    p.add_argument("--no-freeze", action="store_true",
-                   help="run the workers on the live repository instead of a copy of crowdinfer/ "
-                        "and models/ taken at the start")
-    p.add_argument("--worker", nargs=2, metavar=("TOOL", "DATASET"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
     if args.worker:
@@ -588,7 +564,8 @@ def main(argv=None) -> None:
     datasets = [f"synthetic:{n}" for n in sizes] + ([] if args.skip_real else REAL)
     started = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     info = machine_info()
-    snap = None if args.no_freeze else freeze_source()
+    global WORKER_SNAP
+    WORKER_SNAP = snap = None if args.no_freeze else frozen_source("aggregation_speed_src_")
     info["frozen"] = snap is not None
     print(f"aggregation speed benchmark, {started}: {info['logical_cores']} cores, "
           f"{info['ram_gb']:.1f} GB, jax {info['jax']}, crowd-kit {info['crowd-kit']}", flush=True)

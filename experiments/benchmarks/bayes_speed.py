@@ -1,8 +1,8 @@
 """Time and accuracy of the engines: EM (Dawid-Skene), VB (BCC), NUTS (BCC) and SVI.
 
-    python experiments/benchmarks/bayes_speed.py            # writes experiments/results/bayes_speed.{md,csv}
-    python experiments/benchmarks/bayes_speed.py --quick    # real datasets only, no NUTS on synthetic
-    python experiments/benchmarks/bayes_speed.py --nuts-scale  # NUTS at 10^5 and 10^6 annotations
+    python -m experiments.benchmarks.bayes_speed            # writes experiments/results/bayes_speed.{md,csv}
+    python -m experiments.benchmarks.bayes_speed --quick    # real datasets only, no NUTS on synthetic
+    python -m experiments.benchmarks.bayes_speed --nuts-scale  # NUTS at 10^5 and 10^6 annotations
 
 Real datasets of ../shared/data and synthetic tasks (200 workers, K=10, 10 annotations per item,
 10^5 and 10^6 annotations).  EM and VB run with their default stopping rule; their time per
@@ -33,6 +33,7 @@ from pathlib import Path
 import pandas as pd
 
 import crowdinfer as ci
+from experiments.benchmarks.machine import REPO
 
 OUT = Path(__file__).resolve().parents[1] / "results"
 REAL = ["rte", "temp", "bluebird", "dog", "web", "product", "sentiment_possent", "face", "cf",
@@ -148,24 +149,26 @@ def nuts_scale_worker(n: int, workers: int, k: int, warmup: int, draws: int) -> 
             "device": f"{jax.devices()[0].platform}: {jax.devices()[0].device_kind}"}
 
 
+def _nuts_scale_in_subprocess(n, workers, k, warmup, draws, timeout) -> dict:
+    """``nuts_scale_worker`` in a fresh process (its own peak memory); ``{"error": ...}`` when it
+    fails.  Raises ``subprocess.TimeoutExpired`` past ``timeout`` seconds."""
+    code = ("import json; from experiments.benchmarks import bayes_speed as b; "
+            f"print('RESULT ' + json.dumps(b.nuts_scale_worker({n}, {workers}, {k}, {warmup}, {draws})))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO)
+    got = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    return json.loads(got[0][7:]) if got else {"error": proc.stderr[-1500:]}
+
+
 def nuts_scale() -> None:
     rows = []
     for n, workers, k, warmup, draws, limit in NUTS_SCALE:
-        code = ("import sys, json; sys.path.insert(0, %r); import bayes_speed as b; "
-                "print('RESULT ' + json.dumps(b.nuts_scale_worker(%d, %d, %d, %d, %d)))"
-                % (str(Path(__file__).resolve().parent), n, workers, k, warmup, draws))
         try:
-            proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                  timeout=limit)
-            got = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-            row = json.loads(got[0][7:]) if got else {"error": proc.stderr[-1500:]}
+            row = _nuts_scale_in_subprocess(n, workers, k, warmup, draws, limit)
         except subprocess.TimeoutExpired:
             row = {"error": f"did not finish within {limit} s"}
-            code = code.replace(f"{warmup}, {draws})))", "0, 0)))")
-            proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                  timeout=900)
-            got = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-            row.update(json.loads(got[0][7:]) if got else {})
+            compile_only = _nuts_scale_in_subprocess(n, workers, k, 0, 0, 900)
+            row.update({} if "error" in compile_only else compile_only)
         row.update(annotations=n, workers=workers, k=k, warmup=warmup, draws=draws, limit_s=limit)
         print(row, flush=True)
         rows.append(row)
@@ -179,7 +182,7 @@ def nuts_scale_section() -> str:
         return ""
     got = json.loads(NUTS_SCALE_JSON.read_text())
     L = ["## NUTS at 10^5 and 10^6 annotations\n",
-         f"`python experiments/benchmarks/bayes_speed.py --nuts-scale` ({got['date']}, load average "
+         f"`python -m experiments.benchmarks.bayes_speed --nuts-scale` ({got['date']}, load average "
          f"{got['load'][0]:.1f} on {os.cpu_count()} cores: the machine was shared). One chain of "
          "NUTS (numpyro, default tree depth 10) on the label-marginalised Dawid-Skene that "
          "`fit(ann, 'dawid_skene', 'nuts')` samples (pooled prior, started at EM), synthetic data "
@@ -309,7 +312,7 @@ def main(argv=None) -> int:
 
     with open(OUT / "bayes_speed.md", "w") as fh:
         fh.write("# Engines: EM, VB, NUTS, SVI -- time and accuracy\n\n")
-        fh.write("Run: `python experiments/benchmarks/bayes_speed.py` "
+        fh.write("Run: `python -m experiments.benchmarks.bayes_speed` "
                  f"({datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, "
                  f"{platform.machine()}, jax {jax.__version__}, device {jax.devices()[0].platform}: "
                  f"{len(jax.devices())} x {jax.devices()[0].device_kind}, "

@@ -1,6 +1,6 @@
 """How long the command line takes to start (issue 12, items 3 and 4).
 
-    python experiments/benchmarks/cli_speed.py [--repeats 5] [--rows 10000]
+    python -m experiments.benchmarks.cli_speed [--repeats 5] [--rows 10000]
 
 Measures, each in a fresh process (wall clock, median of ``--repeats``):
 
@@ -26,8 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import REPO, children_cpu_s, load_average, machine_info  # noqa: E402
+from experiments.benchmarks.machine import children_cpu_s, load_average, machine_info
 
 OUT = Path(__file__).resolve().with_name("cli_speed.md")
 NOTE = ("Reading the tables: on a machine that other processes keep busy the wall clock stretches "
@@ -99,7 +98,7 @@ def main() -> None:
     info = machine_info()
     lines = [
         "# CLI start-up and compilation cache (issue 12)", "",
-        f"`python {Path(__file__).relative_to(REPO)}` (repeats {args.repeats}); "
+        f"`python -m {__spec__.name}` (repeats {args.repeats}); "
         f"a simulated CSV of {n_rows} rows (5 classes, 100 workers, 5 answers per item).", "",
         f"Machine: {info['cpu']}, {info['affinity_cores']} cores usable, jax {info['jax']}, "
         f"commit {info['commit']}; {load_average()} at the end (other sessions share the machine).",

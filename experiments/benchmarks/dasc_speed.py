@@ -1,6 +1,6 @@
 """How long the DASC base models take to train on LabelMe (seed 004 settings), compile included.
 
-    python experiments/benchmarks/dasc_speed.py [--repeats 3]
+    python -m experiments.benchmarks.dasc_speed [--repeats 3]
 
 For each base model (Crowdlayer, Anno-Reg, WDN) on labelme (1000 items x 59 workers, 512-d
 features; batch 512, 25 epochs, the paper's settings) this times
@@ -72,7 +72,7 @@ def main(argv=None):
     lines = [
         "# DASC base models: training time on LabelMe",
         "",
-        "`python experiments/benchmarks/dasc_speed.py`. labelme: 1000 items, 59 workers, 2547 "
+        "`python -m experiments.benchmarks.dasc_speed`. labelme: 1000 items, 59 workers, 2547 "
         "annotations, 512-d features; seed 004's LabelMe settings (MLP 128 units, dropout 0.5, "
         "Adam 1e-3, batch 512, 25 epochs = 50 steps; WDN + 200 full-batch steps on the worker "
         "weights). *first call* = trace + compile + run; *run* = best of "

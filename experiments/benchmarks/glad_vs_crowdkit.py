@@ -1,6 +1,6 @@
 """GLAD: crowdinfer against crowd-kit's ``GLAD`` on every real dataset, same machine, same run.
 
-    python -m pip install -e ".[bench]" && python experiments/benchmarks/glad_vs_crowdkit.py
+    python -m pip install -e ".[bench]" && python -m experiments.benchmarks.glad_vs_crowdkit
 
 Writes experiments/results/glad_vs_crowdkit.md and .csv: accuracy on gold and wall time
 (crowdinfer's first call includes compilation; "steady" is a second call on the same data).
@@ -61,7 +61,7 @@ def main() -> int:
 
     with open(OUT / "glad_vs_crowdkit.md", "w") as fh:
         fh.write("# GLAD: crowdinfer vs crowd-kit\n\n")
-        fh.write("Run: `python experiments/benchmarks/glad_vs_crowdkit.py`. "
+        fh.write("Run: `python -m experiments.benchmarks.glad_vs_crowdkit`. "
                  f"{date.today()}, {platform.processor() or platform.machine()}, "
                  f"jax {jax.__version__}, crowd-kit {crowdkit.__version__}. Both with the paper's "
                  "priors and a fixed uniform class prior; crowdinfer: generalised EM, 25 Adam steps "

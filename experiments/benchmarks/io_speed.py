@@ -1,6 +1,6 @@
 """Reading annotations: before and after issue 12 (item 2), at 10^6 and 10^7 rows.
 
-    python experiments/benchmarks/io_speed.py [--sizes 1e6,1e7] [--repeats 3] [--skip-cli]
+    python -m experiments.benchmarks.io_speed [--sizes 1e6,1e7] [--repeats 3] [--skip-cli]
 
 *Before* is the reader of commit ``BEFORE`` (loaded from git into a temporary module, run
 unchanged): ``pd.read_csv(dtype=str)``, then a regular expression per column to find integers,
@@ -38,8 +38,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import REPO, load_average, machine_info  # noqa: E402
+from experiments.benchmarks.machine import REPO, load_average, machine_info
 
 OUT = Path(__file__).resolve().with_name("io_speed.md")
 RAW = OUT.with_suffix(".json")
@@ -162,7 +161,6 @@ def main() -> None:
                         help="re-use the read timings of io_speed.json, time only the start-up")
     args = parser.parse_args()
     sizes = [int(float(s)) for s in args.sizes.split(",")]
-    sys.path.insert(0, str(REPO))
     import crowdinfer.annotations as new
 
     work = Path(tempfile.mkdtemp(prefix="io_speed_"))
@@ -182,7 +180,7 @@ def main() -> None:
 
     lines = [
         "# Reading annotations: before and after (issue 12, item 2)", "",
-        f"`python {Path(__file__).relative_to(REPO)} --sizes {args.sizes} --repeats "
+        f"`python -m {__spec__.name} --sizes {args.sizes} --repeats "
         f"{args.repeats}`. Before: the reader of commit `{BEFORE}` (text, then a regular "
         "expression per column, then Python-sorted ids; Parquet via `pd.read_parquet` and the old "
         "`from_dataframe`). After: `Annotations.from_csv` (pyarrow's CSV reader -- the engine "

@@ -1,11 +1,16 @@
-"""What machine a benchmark ran on: CPU, cores, memory, package versions, git commit."""
+"""What machine a benchmark ran on (CPU, cores, memory, package versions, git commit), and how a
+benchmark runs one measurement in a fresh process (:func:`run_worker`)."""
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
+import sys
+import time
 from importlib import metadata
 from pathlib import Path
+from typing import NamedTuple, Optional, Sequence
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -91,10 +96,10 @@ def children_cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def frozen_source(prefix: str):
-    """Copy crowdinfer/ and models/ (installed as crowdinfer.models) to a temporary folder; returns
-    the folder and an environment that puts it first on PYTHONPATH, so that benchmark workers run
-    one version of the code even if the tree is edited while the benchmark runs."""
+def frozen_source(prefix: str) -> Path:
+    """Copy crowdinfer/ and models/ (installed as crowdinfer.models) to a temporary folder and
+    return it: :func:`run_worker` with ``snap=`` that folder runs the worker on this copy, so that
+    the workers of a benchmark run one version of the code even if the tree is edited meanwhile."""
     import shutil
     import tempfile
 
@@ -103,6 +108,59 @@ def frozen_source(prefix: str):
     shutil.copytree(REPO / "crowdinfer", snap / "crowdinfer", ignore=skip)
     if (REPO / "models").is_dir() and not (snap / "crowdinfer" / "models").exists():
         shutil.copytree(REPO / "models", snap / "crowdinfer" / "models", ignore=skip)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(snap), env.get("PYTHONPATH")]))
-    return snap, env
+    return snap
+
+
+def worker_parser(doc: str, quick: str, out_dir: str, worker: tuple):
+    """The flags of a benchmark whose measurements run in :func:`run_worker` subprocesses:
+    ``--quick`` (help ``quick``), ``--out-dir`` (help ``out_dir``), ``--no-freeze`` and the hidden
+    ``--worker`` (two values named ``worker``) that the driver calls the module with."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help=quick)
+    p.add_argument("--out-dir", type=Path, default=None, help=out_dir)
+    p.add_argument("--no-freeze", action="store_true",
+                   help="run the workers on the live tree instead of a copy of crowdinfer/ and "
+                        "models/ taken at the start")
+    p.add_argument("--worker", nargs=2, metavar=worker, help=argparse.SUPPRESS)
+    return p
+
+
+class WorkerRun(NamedTuple):
+    result: Optional[dict]  # what the worker printed as ``RESULT {json}``; None if it failed
+    status: str             # "ok", "killed" (ran past the timeout) or "failed: <its last line>"
+    wall_s: float
+    other_load_cores: float  # CPU the rest of the machine used meanwhile, in cores
+
+
+def run_worker(module: str, args: Sequence[str], timeout: float,
+               snap: Optional[Path] = None) -> WorkerRun:
+    """``python -m MODULE --worker ARGS...`` in a fresh process (its own memory peak, its own
+    compilations), on the frozen copy ``snap`` of the source (:func:`frozen_source`) or on the
+    live tree; reads the last ``RESULT {json}`` line it prints.  Prints `` killed after ...`` or
+    `` FAILED ...`` with the worker's last lines when it does not finish."""
+    env, cwd = None, REPO
+    if snap is not None:
+        # ``-m`` puts the working folder first on sys.path: crowdinfer comes from the copy,
+        # ``experiments`` from the repository next on PYTHONPATH
+        env, cwd = dict(os.environ), snap
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(snap), str(REPO), env.get("PYTHONPATH")]))
+    cmd = [sys.executable, "-m", module, "--worker", *args]
+    busy0, own0 = busy_cpu_s(), children_cpu_s()
+    start = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
+    except subprocess.TimeoutExpired:
+        print(f" killed after {timeout:.0f} s", flush=True)
+        return WorkerRun(None, "killed", timeout, float("nan"))
+    wall = time.perf_counter() - start
+    # CPU the rest of the machine used meanwhile (in cores): other jobs distort the timings
+    foreign = max(0.0, (busy_cpu_s() - busy0) - (children_cpu_s() - own0)) / wall
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        tail = [ln for ln in (proc.stderr or proc.stdout).strip().splitlines() if ln.strip()][-5:]
+        print(f" FAILED (rc={proc.returncode})\n    " + "\n    ".join(tail), flush=True)
+        return WorkerRun(None, f"failed: {tail[-1] if tail else proc.returncode}", wall, foreign)
+    return WorkerRun(json.loads(lines[-1][len("RESULT "):]), "ok", wall, foreign)

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Speed of the online annotation loop (``crowdinfer.online``): seconds per step and compilations.
 
-    python experiments/benchmarks/online_speed.py            # full run (6 min on an idle 2-core
+    python -m experiments.benchmarks.online_speed            # full run (6 min on an idle 2-core
                                                              # machine, ~15 min on a busy one)
-    python experiments/benchmarks/online_speed.py --quick    # smoke run (~2 min), temporary folder
+    python -m experiments.benchmarks.online_speed --quick    # smoke run (~2 min), temporary folder
 
 The full run writes the report to ``experiments/benchmarks/online_speed.md`` and the raw numbers to
 ``experiments/results/online_speed/`` (``online_speed_steps.csv``: one row per measured
@@ -47,7 +47,6 @@ What is measured
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import datetime
 import hashlib
@@ -64,12 +63,11 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import busy_cpu_s as _busy_cpu_s  # noqa: E402
-from machine import children_cpu_s as _children_cpu_s  # noqa: E402
-from machine import frozen_source as _frozen_source  # noqa: E402
-from machine import machine_info as _machine_info  # noqa: E402
+from experiments.benchmarks.machine import REPO, frozen_source
+from experiments.benchmarks.machine import machine_info as _machine_info
+from experiments.benchmarks.machine import run_worker as _run_worker
+from experiments.benchmarks.machine import worker_parser
+
 STEM = "online_speed"
 MD_DEFAULT = REPO / "experiments" / "benchmarks" / f"{STEM}.md"
 CSV_DIR_DEFAULT = REPO / "experiments" / "results" / STEM
@@ -485,14 +483,7 @@ WORKERS = {"steps": work_steps, "compiles": work_compiles, "diag": work_diag, "b
 
 
 # ============================================================================ driver side
-WORKER_ENV: dict | None = None
-
-
-def freeze_source() -> Path:
-    """Run the workers on a copy of crowdinfer/ and models/ taken now (see machine.frozen_source)."""
-    global WORKER_ENV
-    snap, WORKER_ENV = _frozen_source("online_speed_src_")
-    return snap
+WORKER_SNAP: Path | None = None  # the copy of the source the workers run on (machine.frozen_source)
 
 
 def source_fingerprint(snap: Path | None = None) -> str:
@@ -514,23 +505,13 @@ def source_fingerprint(snap: Path | None = None) -> str:
 def run_worker(kind: str, spec: dict, timeout: float) -> dict:
     label = f"{kind:8s} " + " ".join(f"{k}={v}" for k, v in spec.items() if k != "steps" or kind != "steps")
     print(f"  {label} ...", end="", flush=True)
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, json.dumps(spec)]
-    busy0, own0 = _busy_cpu_s(), _children_cpu_s()
-    start = time.perf_counter()
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=WORKER_ENV)
-    except subprocess.TimeoutExpired:
-        print(f" killed after {timeout:.0f} s", flush=True)
+    run = _run_worker(__spec__.name, [kind, json.dumps(spec)], timeout, WORKER_SNAP)
+    if run.status == "killed":
         return {**spec, "status": f"killed after {timeout:.0f} s"}
-    wall = time.perf_counter() - start
-    foreign = max(0.0, (_busy_cpu_s() - busy0) - (_children_cpu_s() - own0)) / wall
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    if proc.returncode != 0 or not lines:
-        tail = [ln for ln in (proc.stderr or proc.stdout).strip().splitlines() if ln.strip()][-5:]
-        print(f" FAILED (rc={proc.returncode})\n    " + "\n    ".join(tail), flush=True)
-        return {**spec, "status": f"failed: {tail[-1] if tail else proc.returncode}"}
-    res = json.loads(lines[-1][len("RESULT "):])
-    res.update(status="ok", wall_total_s=wall, other_load_cores=foreign)
+    if run.result is None:
+        return {**spec, "status": run.status}
+    wall, foreign = run.wall_s, run.other_load_cores
+    res = {**run.result, "status": "ok", "wall_total_s": wall, "other_load_cores": foreign}
     if kind == "steps":
         print(f" step {fmt_s(res['step_s'])} (update {fmt_s(res['update_s'])}), first step "
               f"{res['first_step_s']:.1f} s ({wall:.0f} s wall, other load {foreign:.2f} cores)", flush=True)
@@ -627,7 +608,7 @@ def write_markdown(rows, comp_rows, diag_rows, buf_rows, info, md_path: Path, cs
     if quick:
         L.append("**QUICK SMOKE RUN (`--quick`): a few small configurations -- not the benchmark's "
                  "results.**\n")
-    L.append("Produced by `python experiments/benchmarks/online_speed.py`"
+    L.append("Produced by `python -m experiments.benchmarks.online_speed`"
              + (" --full-grid" if full_grid else " (`--full-grid` adds d = 512 at every (N, K) for "
                 "`efficient_annotation`)") + "; `--quick` for a smoke run. Raw numbers: " + ", ".join(f"`{os.path.relpath(p, md_path.parent)}`" for p in csv_paths)
              + ".\n")
@@ -834,24 +815,18 @@ def write_markdown(rows, comp_rows, diag_rows, buf_rows, info, md_path: Path, cs
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="smoke run: N = 10^3, 10^4, K = 10 only")
-    p.add_argument("--out-dir", type=Path, default=None,
-                   help=f"write {STEM}.md and the CSVs here (default: the markdown to "
-                        f"experiments/benchmarks/, the CSVs to experiments/results/{STEM}/; "
-                        "a temporary folder with --quick)")
+    p = worker_parser(__doc__, "smoke run: N = 10^3, 10^4, K = 10 only",
+                      f"write {STEM}.md and the CSVs here (default: the markdown to "
+                      f"experiments/benchmarks/, the CSVs to experiments/results/{STEM}/; "
+                      "a temporary folder with --quick)", ("KIND", "SPEC"))
     p.add_argument("--full-grid", action="store_true",
                    help="efficient_annotation on every (N, K) for d = 512 too (about 2-3 more minutes)")
     p.add_argument("--skip-grid", action="store_true", help="no per-step table (parts 2-3 only)")
     p.add_argument("--skip-compiles", action="store_true", help="no 100-step compile-count run")
     p.add_argument("--skip-diag", action="store_true",
                    help="no diagnostics (numpyro validation, buffer padding)")
-    p.add_argument("--no-freeze", action="store_true",
-                   help="run the workers on the live tree instead of a copy of crowdinfer/ and models/")
     p.add_argument("--from-raw", type=Path, default=None, metavar="JSON",
                    help=f"only rewrite the markdown from a {STEM}_raw.json of an earlier run")
-    p.add_argument("--worker", nargs=2, metavar=("KIND", "SPEC"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
     if args.worker:
@@ -875,7 +850,8 @@ def main(argv=None) -> None:
         print(f"wrote {md_path}")
         return
     started = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
-    snap = None if args.no_freeze else freeze_source()
+    global WORKER_SNAP
+    WORKER_SNAP = snap = None if args.no_freeze else frozen_source("online_speed_src_")
     info = machine_info(snap)
     info["frozen"] = snap is not None
     print(f"online speed benchmark, {started}: {info['logical_cores']} cores, jax {info['jax']}, "

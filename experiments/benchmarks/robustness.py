@@ -1,6 +1,6 @@
 """Robustness: thousands of generated inputs per entry point, and what each did (issue 12).
 
-    python experiments/benchmarks/robustness.py [--examples 500] [--fits 60] [--cli 40]
+    python -m experiments.benchmarks.robustness [--examples 500] [--fits 60] [--cli 40]
 
 Entry points and their generated inputs:
 
@@ -40,11 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import REPO, load_average, machine_info  # noqa: E402
+from experiments.benchmarks.machine import load_average, machine_info
 
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
 OUT = Path(__file__).resolve().with_name("robustness.md")
 OUTCOMES = ("loaded exactly", "ran", "clear ValueError", "unclear", "silent")
 
@@ -82,7 +79,7 @@ def readers(tally: Tally, examples: int, work: Path) -> None:
     from hypothesis import strategies as st
 
     import crowdinfer as ci
-    import test_fuzz as fz
+    from tests import test_fuzz as fz
 
     run = settings(max_examples=examples, deadline=None, database=None,
                    suppress_health_check=list(HealthCheck))
@@ -210,7 +207,7 @@ def fit_options(tally: Tally, trials: int, max_fits: int, seed: int = 0) -> None
 
 def cli_cases(work: Path, n_random: int, seed: int = 0) -> list[tuple[str, list[str], str | None]]:
     """(name, arguments after ``crowdinfer``, expected: "ok" or "error")."""
-    import test_fuzz as fz
+    from tests import test_fuzz as fz
 
     rng = np.random.default_rng(seed)
     cases = []
@@ -310,7 +307,7 @@ def main() -> None:
     info = machine_info()
     lines = [
         "# Robustness: generated inputs per entry point (issue 12)", "",
-        f"`python {Path(__file__).relative_to(REPO)} --examples {args.examples} --trials "
+        f"`python -m {__spec__.name} --examples {args.examples} --trials "
         f"{args.trials} --fits {args.fits} --cli {args.cli}` ({time.perf_counter() - t0:.0f} s; "
         f"commit {info['commit']}; {load_average()}). The generators and checks are those of "
         "`tests/test_fuzz.py` (its default run uses 40 inputs per reader); the module docstring "

@@ -2,13 +2,13 @@
 """Scale: the defaults against crowd-kit's defaults, per-iteration time against the memory
 bandwidth from 10^5 to 10^8 annotations, peak memory, bigger-than-memory EM, 2 processes.
 
-    python experiments/benchmarks/scale.py defaults      # ci.fit vs DawidSkene(n_iter=100), 1e5..1e6
-    python experiments/benchmarks/scale.py iterations    # per-iteration time, 1e5..1e7 (K=10, K=2)
-    XLA_FLAGS=--xla_force_host_platform_device_count=2 python experiments/benchmarks/scale.py iterations2
-    XLA_FLAGS=--xla_force_host_platform_device_count=2 python experiments/benchmarks/scale.py big
-    python experiments/benchmarks/scale.py outofcore     # Parquet file >= 2x the run's memory limit
-    python experiments/benchmarks/scale.py multiprocess  # the same fit over 2 processes x 2 devices
-    python experiments/benchmarks/scale.py report        # experiments/benchmarks/scale.md
+    python -m experiments.benchmarks.scale defaults      # ci.fit vs DawidSkene(n_iter=100), 1e5..1e6
+    python -m experiments.benchmarks.scale iterations    # per-iteration time, 1e5..1e7 (K=10, K=2)
+    XLA_FLAGS=--xla_force_host_platform_device_count=2 python -m experiments.benchmarks.scale iterations2
+    XLA_FLAGS=--xla_force_host_platform_device_count=2 python -m experiments.benchmarks.scale big
+    python -m experiments.benchmarks.scale outofcore     # Parquet file >= 2x the run's memory limit
+    python -m experiments.benchmarks.scale multiprocess  # the same fit over 2 processes x 2 devices
+    python -m experiments.benchmarks.scale report        # experiments/benchmarks/scale.md
 
 Each part writes ``experiments/benchmarks/scale_results/<part>.json``; ``report`` turns them into
 ``scale.md``.  Every measurement runs in its own subprocess (peak RSS belongs to it alone) on the
@@ -26,11 +26,9 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-from machine import device_info, load_average, machine_info  # noqa: E402
+from experiments.benchmarks.machine import REPO, device_info, load_average, machine_info
 
-REPO = HERE.parents[1]
+HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "scale_results"
 SPARK_CROWD_DS_1E8_S = 703.0  # spark-crowd's Dawid-Skene on 10^8 binary labels, one machine
 
@@ -380,10 +378,10 @@ def multiprocess_part(n: int = 10**6) -> dict:
 
 # ============================================================================ driver
 def _in_subprocess(fn_name: str, *args, env=None, timeout=3600) -> dict:
-    code = (f"import sys, json; sys.path.insert(0, {str(HERE)!r}); import scale; "
+    code = (f"import json; from experiments.benchmarks import scale; "
             f"print('RESULT ' + json.dumps(scale.{fn_name}(*{args!r})))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=env or os.environ, timeout=timeout)
+                          env=env or os.environ, timeout=timeout, cwd=REPO)
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
             return json.loads(line[7:])
@@ -513,7 +511,7 @@ def report() -> None:
     import numpy as np
 
     L = ["# Scale: the defaults, 10^5 to 10^8 annotations, bigger than memory, 2 processes\n",
-         "Written by `python experiments/benchmarks/scale.py report` from "
+         "Written by `python -m experiments.benchmarks.scale report` from "
          "`experiments/benchmarks/scale_results/*.json` (see the script's doc for the parts).\n"]
     d = _load("defaults")
     if d:

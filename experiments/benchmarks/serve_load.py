@@ -2,7 +2,7 @@
 server in the middle, a restart, and a check that the ledger holds every acknowledged answer
 exactly once.  Writes ``serve_load.md`` next to this file.
 
-    python experiments/benchmarks/serve_load.py [--annotators 50] [--items 10000] [--seconds 20]
+    python -m experiments.benchmarks.serve_load [--annotators 50] [--items 10000] [--seconds 20]
 
 Bounded: at most ``--annotators`` (<= 50) clients, two phases of ``--seconds`` (<= 60) each; the
 server listens on 127.0.0.1 only and is stopped at the end.  The server runs in its own process
@@ -302,7 +302,7 @@ def main(argv=None) -> int:
         f"{'**met**' if s1[0] >= 200 and s1[2] < 100 else '**not met**'}, after the restart "
         f"{'**met**' if s2[0] >= 200 and s2[2] < 100 else '**not met**'}.",
         "",
-        f"`python experiments/benchmarks/serve_load.py --annotators {args.annotators} --items "
+        f"`python -m experiments.benchmarks.serve_load --annotators {args.annotators} --items "
         f"{args.items} --seconds {args.seconds:g} --update-every {args.update_every} --think "
         f"{args.think:g}{' --append' if args.append else ''}`",
         "",
