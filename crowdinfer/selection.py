@@ -37,7 +37,8 @@ import numpy as np
 from .annotations import Annotations, capacity_bucket
 from .posterior import Posterior
 
-__all__ = ["CANDIDATES", "DEFAULT_FOLDS", "select", "held_out_scores", "temper"]
+__all__ = ["CANDIDATES", "CRITERION", "CAVITY", "DEFAULT_FOLDS", "select", "held_out_scores",
+           "cavity_score", "cavity_scores", "temper"]
 
 # In order of preference on exact ties.  Chosen by leave-one-dataset-out over ../shared/data
 # (experiments/results/accuracy.md) from dawid_skene, bcc, one_coin and majority_vote: the subset
@@ -47,6 +48,7 @@ __all__ = ["CANDIDATES", "DEFAULT_FOLDS", "select", "held_out_scores", "temper"]
 # datasets in time, so they are not candidates yet: select(..., candidates=...) takes any.)
 CANDIDATES = ("dawid_skene", "bcc", "one_coin")
 DEFAULT_FOLDS = 2
+CRITERION = "kfold"  # or "cavity"; chosen by leave-one-dataset-out with the candidates
 TEMPERATURES = np.exp(np.linspace(np.log(0.1), np.log(10.0), 47))
 TEMPERATURE_ROWS = 20_000  # held-out rows per fold that the temperature search looks at
 FLOOR = 1e-6  # probability floor of a held-out answer (a zero would make one model's score -inf)
@@ -113,6 +115,136 @@ def _tempered_curve(post: Posterior, annotations: Annotations, rows: np.ndarray,
     return out
 
 
+# ------------------------------------------------------------------ the cavity (one full fit)
+# How each model's fitted Posterior gives its worker posterior and the confusion its E-step used:
+#   "map": EM on a Dirichlet-confusion model: theta = post.confusion, Dirichlet(hyper["confusion"]
+#          + expected counts);  "vb": VB on one: Dirichlet(params["confusion_alpha"]), the E-step
+#          multiplied exp(E log theta);  "coin": EM on one-coin: theta = post.confusion,
+#          Beta(hyper["correct"] + right answers, hyper["wrong"] + wrong answers).
+# Models not listed (votes, MACE, BWA, EBCC, GLAD, ...) have no such closed form here: they are
+# scored by K-fold cross-validation, and never compared with a cavity score.
+CAVITY = {"dawid_skene": "map", "bcc": "vb", "one_coin": "coin", "hierarchical_ds": "vb"}
+
+
+def _cavity_inputs(post: Posterior, data, family: str):
+    """``(log_theta_e, alpha)``: the log confusion the E-step multiplied into ``q`` (M, K, K) and
+    the worker posterior's concentrations -- (M, K, K) Dirichlet, or (M, 2) Beta for "coin"."""
+    import jax.numpy as jnp
+    from jax.scipy.special import digamma
+
+    from .ops import expected_confusion_counts
+
+    hyper = post.options.get("hyper", {})
+    if family == "vb":
+        alpha = jnp.asarray(post.params["confusion_alpha"], jnp.float32)
+        log_theta = digamma(alpha) - digamma(alpha.sum(-1, keepdims=True))
+        return log_theta, alpha
+    log_theta = jnp.log(jnp.maximum(jnp.asarray(post.confusion, jnp.float32), FLOOR))
+    counts = expected_confusion_counts(data, jnp.asarray(post.label_probs, jnp.float32))
+    if family == "map":
+        return log_theta, jnp.asarray(hyper["confusion"], jnp.float32) + counts
+    right = jnp.trace(counts, axis1=1, axis2=2)
+    return log_theta, jnp.stack([hyper["correct"] + right,
+                                 hyper["wrong"] + counts.sum((1, 2)) - right], -1)
+
+
+def _cavity_rows(data, idx, log_q, log_theta, alpha, family: str):
+    """For annotations ``idx``: the cavity label posterior ``log q_{-n}`` and the cavity
+    predictive ``theta_{-n}[w_n, k, z_n]``, both (len(idx), K)."""
+    import jax
+    import jax.numpy as jnp
+
+    item, worker, label = data.item[idx], data.worker[idx], data.label[idx]
+    lq = log_q[item]
+    cav = lq - log_theta[worker, :, label]  # remove the annotation's own factor
+    cav = cav - jax.scipy.special.logsumexp(cav, -1, keepdims=True)
+    q = jnp.exp(lq)  # what the annotation added to its worker's counts, per true class
+    tiny = 1e-6
+    if family == "coin":
+        k = log_q.shape[-1]
+        qz = jnp.take_along_axis(q, label[:, None], -1)[:, 0]
+        a = jnp.maximum(alpha[worker, 0] - qz, tiny)
+        b = jnp.maximum(alpha[worker, 1] - (1.0 - qz), tiny)
+        same = jnp.arange(k)[None, :] == label[:, None]
+        theta = jnp.where(same, (a / (a + b))[:, None], (b / ((a + b) * (k - 1)))[:, None])
+    else:
+        a = jnp.maximum(alpha[worker, :, label] - q, tiny)
+        s = jnp.maximum(alpha[worker].sum(-1) - q, tiny)
+        theta = a / s
+    return cav, theta
+
+
+def _cavity_log_lik(post: Posterior, rows: np.ndarray) -> np.ndarray:
+    """The cavity log predictive of the annotations ``rows`` one by one (for checks)."""
+    import jax.numpy as jnp
+
+    family = CAVITY[post.model]
+    data = post.annotations.to_device(sharding=None)
+    log_theta, alpha = _cavity_inputs(post, data, family)
+    log_q = jnp.log(jnp.maximum(jnp.asarray(post.label_probs, jnp.float32), 1e-30))
+    cav, theta = _cavity_rows(data, jnp.asarray(rows, jnp.int32), log_q, log_theta, alpha, family)
+    return np.log(np.maximum(np.asarray((jnp.exp(cav) * theta).sum(-1), np.float64), FLOOR))
+
+
+def _cavity_jit():
+    import jax
+    import jax.numpy as jnp
+
+    def run(data, sample, log_q, log_theta, alpha, grid, family):
+        cav, theta = _cavity_rows(data, jnp.arange(data.item.shape[0]), log_q, log_theta, alpha,
+                                  family)
+        like = (jnp.exp(cav) * theta).sum(-1)
+        total = (jnp.log(jnp.maximum(like, FLOOR)) * data.weight).sum()
+        cav_s, theta_s = _cavity_rows(data, sample, log_q, log_theta, alpha, family)
+        shifted = cav_s - cav_s.max(-1, keepdims=True)
+        p = jnp.exp(shifted[None] / grid[:, None, None])  # (T, S, K): every temperature at once
+        curve = jnp.log(jnp.maximum((p * theta_s[None]).sum(-1) / p.sum(-1), FLOOR)).mean(-1)
+        return total, curve
+
+    return jax.jit(run, static_argnames=("family",))
+
+
+_CAVITY = None
+
+
+def cavity_score(post: Posterior, grid=None, seed: int = 0) -> dict:
+    """Approximate leave-one-annotation-out predictive of a fitted confusion model, from ONE fit
+    (the "cavity"): for annotation ``n`` of item ``i`` by worker ``w``, its own factor is removed
+    from the item posterior, ``q_{-n}(k) ∝ q_i(k) / theta_E[w, k, z_n]`` (``theta_E`` the
+    confusion the E-step multiplied in), and its expected count from the worker's Dirichlet
+    (``A[w, k, z_n] - q_ik``; one-coin: the Beta), and the annotation is scored by
+    ``log sum_k q_{-n}(k) E[theta_{-n}[w, k, z_n]]``.  One vectorised, jitted pass.  Returns
+    ``{"score", "temperature", "tempered_score"}`` (the temperature curve on at most
+    :data:`TEMPERATURE_ROWS` annotations, the cavity posterior tempered)."""
+    global _CAVITY
+    import jax.numpy as jnp
+
+    family = CAVITY.get(post.model)
+    if family is None:
+        raise ValueError(f"model {post.model!r} has no cavity score; those that do: "
+                         f"{sorted(CAVITY)}")
+    ann = post.annotations
+    data = ann.to_device(sharding=None)
+    log_theta, alpha = _cavity_inputs(post, data, family)
+    n = ann.n_annotations
+    rng = np.random.default_rng(seed)
+    sample = np.arange(n) if n <= TEMPERATURE_ROWS else rng.choice(n, TEMPERATURE_ROWS,
+                                                                  replace=False)
+    sample = np.sort(sample).astype(np.int32)
+    grid = np.asarray([1.0] if grid is None else grid, np.float32)
+    log_q = jnp.log(jnp.maximum(jnp.asarray(post.label_probs, jnp.float32), 1e-30))
+    if _CAVITY is None:
+        _CAVITY = _cavity_jit()
+    total, curve = _CAVITY(data, jnp.asarray(sample), log_q, log_theta, alpha,
+                           jnp.asarray(grid), family)
+    curve = np.asarray(curve, np.float64)
+    best = int(np.argmax(curve))
+    score = float(total) / n
+    ones = np.flatnonzero(np.isclose(grid, 1.0))  # the curve is on a sample: report the gain
+    gain = curve[best] - curve[ones[0]] if len(ones) else curve[best] - score
+    return {"score": score, "temperature": float(grid[best]), "tempered_score": score + gain}
+
+
 def temper(label_probs: np.ndarray, temperature: float) -> np.ndarray:
     """``softmax(log q / T)`` row by row (``T = 1``: unchanged; the argmax never changes)."""
     if temperature == 1.0:
@@ -161,10 +293,27 @@ def held_out_scores(annotations: Annotations, candidates=CANDIDATES, folds: int 
     return scores
 
 
+def cavity_scores(annotations: Annotations, candidates, temperatures=TEMPERATURES,
+                  **options) -> tuple[dict, dict]:
+    """Fit each candidate once on all the annotations and score it by :func:`cavity_score`.
+    Returns ``(scores, posteriors)``; ``scores[model]`` as :func:`held_out_scores` gives them."""
+    from .fit import fit
+
+    scores, posts = {}, {}
+    for name in candidates:
+        start = time.perf_counter()
+        posts[name] = fit(annotations, name, **options)
+        scores[name] = {**cavity_score(posts[name], temperatures),
+                        "seconds": time.perf_counter() - start}
+    return scores, posts
+
+
 def select(annotations: Annotations, candidates=None, folds: int = DEFAULT_FOLDS, seed: int = 0,
-           temper_probs: bool = True, **options) -> Posterior:
-    """Fit every candidate under cross-validation over annotations, refit the best on all the
-    annotations, and return its posterior with ``post.selection`` (and ``post.model`` the chosen
+           temper_probs: bool = True, criterion: str | None = None, **options) -> Posterior:
+    """Score every candidate without gold -- by the cavity of one full fit (``criterion=
+    "cavity"``, where every candidate has one, :data:`CAVITY`) or by ``folds``-fold cross-
+    validation over annotations (``"kfold"``) -- and return the best one's posterior (refitted on
+    all the annotations after K-fold) with ``post.selection`` (and ``post.model`` the chosen
     model).  ``options`` go to every candidate's fit (e.g. ``max_iter``)."""
     import pandas as pd
 
@@ -195,25 +344,42 @@ def select(annotations: Annotations, candidates=None, folds: int = DEFAULT_FOLDS
             options_for(c, MODELS[c].default_method, MODELS[c].methods[MODELS[c].default_method]))]
         if not names:
             raise ValueError(f"no candidate model takes the options {sorted(options)}; name a model")
+    if criterion is None:
+        criterion = CRITERION
+    if criterion not in ("cavity", "kfold"):
+        raise ValueError(f"criterion must be 'cavity' or 'kfold', got {criterion!r}")
+    if criterion == "cavity" and not all(c in CAVITY for c in names):
+        criterion = "kfold"  # every candidate is scored by the same criterion
+    grid = TEMPERATURES if temper_probs else None
+    posts = {}
     if annotations.n_annotations < 2 * folds or len(names) == 1:
-        chosen, scores = names[0], {}
+        chosen, scores, criterion = names[0], {}, None
+    elif criterion == "cavity":
+        scores, posts = cavity_scores(annotations, names, grid, **options)
     else:
-        scores = held_out_scores(annotations, names, folds, seed,
-                                 TEMPERATURES if temper_probs else None, **options)
+        scores = held_out_scores(annotations, names, folds, seed, grid, **options)
+    if scores:
         chosen = max(names, key=lambda c: (scores[c]["score"], -names.index(c)))
-    post = fit(annotations, chosen, use_gold=use_gold, **options)
+    if chosen in posts and not use_gold:
+        post = posts[chosen]  # the cavity's fit is the fit on all the annotations
+    else:
+        post = fit(annotations, chosen, use_gold=use_gold, **options)
     temperature = scores[chosen]["temperature"] if scores and temper_probs else 1.0
     if temperature != 1.0:
         post.label_probs = temper(post.label_probs, temperature)
+    rules = {"cavity": "highest held-out log-likelihood per annotation, approximate leave-one-"
+                       "annotation-out (the cavity of one fit per candidate; no gold)",
+             "kfold": f"highest held-out log-likelihood per annotation, {folds}-fold cross-"
+                      "validation over annotations (no gold)"}
     post.selection = {
-        "rule": f"highest held-out log-likelihood per annotation, {folds}-fold cross-validation "
-                "over annotations (no gold)" if scores else "engine options without a model: "
+        "rule": rules[criterion] if scores else "engine options without a model: "
                 "Dawid-Skene" if (candidates is None and options) else "a single candidate or "
                 "too few annotations to cross-validate: the first candidate",
+        "criterion": criterion,
         "chosen": chosen,
         "candidates": names,
         "scores": scores,
-        "folds": folds,
+        "folds": folds if criterion == "kfold" else None,
         "temperature": temperature,
         "seconds": time.perf_counter() - start,
     }
