@@ -36,6 +36,7 @@ import pandas as pd  # noqa: E402
 
 from crowdinfer import online, simulate  # noqa: E402
 from crowdinfer.online.session import Session  # noqa: E402
+from crowdinfer.online.state import answered_by  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "online"
 BETA = 5  # early stopping after beta steps without growth of the finished set (sec. 4.5.9)
@@ -112,7 +113,6 @@ def hit_greedy_proposer(alpha: int):
         acc = np.diagonal(np.asarray(state.confusion), axis1=1, axis2=2)  # (M, K)
         load = np.asarray(state.worker_count).copy()
         free = np.array(~state.finished & (state.item_count < config.max_per_item))
-        answered = np.asarray(state.answered)
         m = acc.shape[0]
         usable = np.ones(m, bool)
         items, workers = [], []
@@ -124,8 +124,7 @@ def hit_greedy_proposer(alpha: int):
             hit = rng.choice(pool, min(config.hit_size, pool.size), replace=False)
             score = (q[hit] @ acc.T).mean(0) + rng.random(m) * 1e-8
             j = int(np.argmax(np.where(ok, score, -np.inf)))
-            seen = (answered[hit, j // 32] >> np.uint32(j % 32)) & 1
-            hit = hit[seen == 0]
+            hit = hit[~np.asarray(answered_by(state.answered, hit, np.int32(j)))]
             usable[j] = False
             free[hit] = False
             load[j] += hit.size
