@@ -3,9 +3,9 @@
 * :func:`run_curve` -- one simulated run of the loop of ``crowdinfer.online`` (seed 000, Algorithm 1)
   with ``early_stop=None``, so the whole trajectory up to "every item finished or at the cap" is
   recorded; the step where early stopping with ``beta`` steps (sec. 4.5.9) *would* have stopped is
-  flagged (``would_stop``), computed from the finished-set sizes exactly as
-  ``crowdinfer.online.loop`` does (the trajectory does not depend on ``early_stop``, so the prefix
-  of the full run *is* the early-stopped run);
+  flagged (``would_stop``), by :func:`stall_stop`, the library's stall rule read off the
+  trajectory and counted in steps (the library counts answers; the trajectory does not depend on
+  ``early_stop``, so the prefix of the full run *is* the early-stopped run);
 * :func:`mean_curve`, :func:`summarise`, :func:`reach` -- curves averaged over seeds on a common grid
   of annotations per item (a run that has ended keeps its final accuracy: it spends nothing more),
   accuracy at fixed budgets, area under the accuracy curve, and the budget at which a curve first
@@ -83,19 +83,28 @@ def enable_compile_cache(path: str | None = None) -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
-def would_stop(finished: np.ndarray, beta: int = BETA) -> int | None:
-    """Index (0-based update) after which early stopping would end the run, or None.  Same rule
-    as ``loop._update``/``stop_reason``: the stall counter restarts when the finished-set size
-    exceeds its previous maximum (initially 0) and the run stops once it reaches ``beta``."""
-    best, stall = 0, 0
-    for t, size in enumerate(finished):
+def stall_stop(finished, spent, limit) -> int | None:
+    """The early-stopping rule read off a recorded run: the index (0-based update) of the first
+    update after which ``spent`` (cumulative per update: answers, or steps) has grown by ``limit``
+    or more since the finished set last grew past its maximum (the maximum starts at 0, and
+    nothing is spent before the first update); None if that never happens.  With ``spent`` =
+    answers and ``limit = early_stop * n_items`` it is the rule of ``crowdinfer.online``
+    (``loop.stop_reason``; tests/test_experiments.py checks that a run with ``early_stop`` stops
+    exactly there); with ``spent`` = steps and ``limit = beta``, the paper's rule of ``beta`` steps
+    (sec. 4.5.9) that the curves mark (:func:`would_stop`)."""
+    best, at = 0, 0
+    for t, (size, now) in enumerate(zip(finished, spent)):
         if size > best:
-            best, stall = size, 0
-        else:
-            stall += 1
-        if stall >= beta:
+            best, at = size, now
+        if now - at >= limit:
             return t
     return None
+
+
+def would_stop(finished: np.ndarray, beta: int = BETA) -> int | None:
+    """Index (0-based update) after which early stopping with ``beta`` *steps* without growth of
+    the finished set (sec. 4.5.9, the rule of the curves' ``x`` marks) would end the run, or None."""
+    return stall_stop(finished, np.arange(1, len(finished) + 1), beta)
 
 
 def hit_greedy_proposer(alpha: int):

@@ -54,6 +54,29 @@ def test_stop_marks_are_the_rule_of_beta_steps():
     assert oc.would_stop(np.array([1, 2, 3, 4]), 5) is None
 
 
+@pytest.mark.slow
+def test_stall_rule_counted_in_answers_is_where_the_library_stops():
+    """``stall_stop`` on a run recorded with ``early_stop=None`` marks the update after which the
+    same run with ``early_stop`` set stops (``crowdinfer.online.loop.stop_reason``)."""
+    from crowdinfer import online
+
+    n, k = 120, 3
+    confusion = np.broadcast_to(np.full((k, k), 0.2) + np.eye(k) * 0.4, (6, k, k)).copy()
+    truth, task = np.arange(n) % k, online.make_task(n, 6)
+    base = dict(hits_per_step=2, hit_size=10, risk_threshold=0.05)
+
+    def run(early_stop):
+        config = online.preset("ds_model", k, early_stop=early_stop, **base)
+        return online.run_simulation(config, task, confusion, truth, seed=3, max_steps=40)
+
+    full = run(None).history_frame()
+    stop = oc.stall_stop(full["finished"].to_numpy(), full["annotations"].to_numpy(), 0.75 * n)
+    assert stop is not None and full["finished"].to_numpy()[:stop].max() > 0  # it grew, then stalled
+    stopped = run(0.75)
+    assert len(stopped.history) == stop + 1 and "has not grown" in stopped.stop_reason()
+    assert stopped.history_frame()["finished"].tolist() == full["finished"].tolist()[: stop + 1]
+
+
 def test_online_summary_reproduces_the_claims(tmp_path):
     from experiments import online_summary
 
