@@ -87,8 +87,17 @@ def capacity_bucket(n: int, minimum: int = 1024) -> int:
 class CrowdData:
     """Device arrays of annotations, padded to a capacity bucket.
 
-    ``item``, ``worker``, ``label`` are int32 of length ``capacity``; ``weight`` is 1 for a real
-    annotation and 0 for padding (padding rows point at the last item, so ``item`` stays sorted).
+    ``item``, ``worker``, ``label`` are int32 of length ``capacity``; ``weight`` is the weight of a
+    real annotation (1 unless weighted) and 0 for padding.  The contract every producer keeps and
+    every engine relies on:
+
+    * every code is in range (``0 <= item < n_items`` and so on), padding rows included: padding
+      rows are ``(item n_items - 1, worker 0, label 0, weight 0)`` and count for nothing;
+    * the rows may come in any order: no kernel relies on it (segment sums without
+      ``indices_are_sorted``).  :meth:`Annotations.to_device` and the SVI item chunks give them
+      sorted by item (the padding, at the last item, keeps them sorted); the online buffer
+      (:mod:`crowdinfer.online.state`) holds them in arrival order, its free rows padding.
+
     The sizes are static (pytree aux data), so ``jit`` specialises on them.
     """
 

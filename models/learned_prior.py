@@ -65,11 +65,6 @@ def classifier_part(n_classes: int, hidden: tuple = (128,), steps: int = 20,
         weight = {"scale": jnp.full((), -10.0), "bias": jnp.zeros((n_classes,))}
         return {"net": {"folds": params, "weight": weight}, "_net_opt": jax.vmap(opt.init)(params)}
 
-    def train_mask(hyper, fold):
-        if n_folds == 1:
-            return hyper["train_mask"]
-        return hyper["train_mask"] * (hyper["fold"] != fold)
-
     def loss(params, mask, q, hyper):
         log_p = jax.nn.log_softmax(net.apply(params, hyper["features"]), axis=-1)
         return -jnp.sum(mask * jnp.sum(q * log_p, axis=-1)) / jnp.maximum(mask.sum(), 1.0)
@@ -86,14 +81,10 @@ def classifier_part(n_classes: int, hidden: tuple = (128,), steps: int = 20,
 
     def cross_fitted(folds_params, hyper):
         logits = jax.vmap(lambda p: net.apply(p, hyper["features"]))(folds_params)  # (F, N, K)
-        if n_folds == 1:
-            chosen = logits[0]
-        else:
-            chosen = jnp.take_along_axis(logits, hyper["fold"][None, :, None], axis=0)[0]
-        return jax.nn.log_softmax(chosen, axis=-1)
+        return jax.nn.log_softmax(cross_fit(logits, hyper["fold"]), axis=-1)
 
     def update(data, q, hyper, params):
-        masks = jax.vmap(lambda f: train_mask(hyper, f))(jnp.arange(n_folds))
+        masks = fold_masks(hyper["train_mask"], hyper["fold"], n_folds)
         p, s = jax.vmap(train, in_axes=(0, 0, 0, None, None))(
             params["net"]["folds"], params["_net_opt"], masks, q, hyper
         )
@@ -118,6 +109,24 @@ def classifier_part(n_classes: int, hidden: tuple = (128,), steps: int = 20,
         objective=lambda params, hyper: jnp.zeros(()),
         proportions=lambda params: None,
     )
+
+
+def fold_masks(mask: jax.Array, fold: jax.Array, n_folds: int) -> jax.Array:
+    """(F, N) training weights of the ``n_folds`` networks of a cross-fitted classifier: network
+    ``f`` trains on the items of ``mask`` outside fold ``f`` (``fold`` (N,) the fold of each item);
+    a single network (``n_folds == 1``) on all of them.  Used here and by the online learner."""
+    if n_folds == 1:
+        return mask[None, :]
+    return mask[None, :] * (fold[None, :] != jnp.arange(n_folds)[:, None])
+
+
+def cross_fit(logits: jax.Array, fold) -> jax.Array:
+    """Each item's logits (N, K) from the network that did not train on it: ``logits`` (F, N, K)
+    of the fold networks, ``fold`` (N,) the fold of each item; with one network (or ``fold=None``)
+    its logits.  Used here and by the online learner."""
+    if fold is None or logits.shape[0] == 1:
+        return logits[0]
+    return jnp.take_along_axis(logits, fold[None, :, None], axis=0)[0]
 
 
 def weighted(log_probs: jax.Array, weight: dict) -> jax.Array:

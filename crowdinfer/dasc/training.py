@@ -10,6 +10,7 @@ import numpy as np
 import optax
 
 from ..annotations import Annotations
+from ..ops import standardise
 from .config import BASE_MODELS, LOSSES, Config
 from .nets import _Net, _net, _optimizer, crowd_loss
 
@@ -94,9 +95,8 @@ def _features(annotations: Annotations, what: str):
         raise TypeError(f"{what} needs Annotations, got {type(annotations).__name__}")
     if annotations.features is None:
         raise ValueError(f"{what} needs item features: attach them with Annotations.with_features")
-    f = annotations.features.astype(np.float32)
-    center, scale = f.mean(0), f.std(0) + 1e-6
-    return jnp.asarray((f - center) / scale), center, scale
+    z, center, scale = standardise(annotations.features.astype(np.float32))
+    return jnp.asarray(z), center, scale
 
 
 def loss_weights(labels: np.ndarray, mask: np.ndarray, n_classes: int, loss: str = "ce",

@@ -23,18 +23,34 @@ initialisation: "learnt from scratch at every step") with optax AdamW on minibat
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import jax
 import jax.numpy as jnp
 import optax
 
+from crowdinfer.models.learned_prior import cross_fit, fold_masks
 from crowdinfer.models.networks import MLP
 
 from .config import OnlineConfig
+from .risk import outside_trace
 
 __all__ = ["init_params", "fit", "predict_log_probs", "TEMPERATURES"]
 
-TEMPERATURES = jnp.exp(jnp.linspace(-2.5, 2.5, 51))
 VALID_CAP = 1024  # validation items per fold for calibration="cv"
+
+
+@lru_cache(maxsize=None)
+def _temperatures() -> jax.Array:
+    """The calibration grid (computed on first use: importing this module starts no JAX backend,
+    so ``jax.distributed.initialize`` can still run after ``import crowdinfer.online``)."""
+    return outside_trace(lambda: jnp.exp(jnp.linspace(-2.5, 2.5, 51)))
+
+
+def __getattr__(name):
+    if name == "TEMPERATURES":
+        return _temperatures()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _net(config: OnlineConfig) -> MLP:
@@ -51,11 +67,7 @@ def init_params(config: OnlineConfig, dim: int, key):
 def predict_log_probs(config: OnlineConfig, params, features, temperature, fold=None):
     """Calibrated log p(y | x): each item from the network of its ``fold`` (default: the first)."""
     logits = jax.vmap(lambda p: _net(config).apply(p, features))(params)  # (F, N, K)
-    if fold is None or logits.shape[0] == 1:
-        chosen = logits[0]
-    else:
-        chosen = jnp.take_along_axis(logits, fold[None, :, None], axis=0)[0]
-    return jax.nn.log_softmax(chosen / temperature, axis=-1)
+    return jax.nn.log_softmax(cross_fit(logits, fold) / temperature, axis=-1)
 
 
 def _nll(logits, labels, mask):
@@ -96,10 +108,7 @@ def fit(config: OnlineConfig, task, q, annotated, previous: dict, previous_log_p
         targets = jnp.where(annotated[:, None], q, jax.nn.one_hot(hard, k))
         w_lab = (annotated | confident).astype(jnp.float32)
     folds = fold_of(n, f, config.seed)
-    if f > 1:
-        w_train = w_lab[None, :] * (folds[None, :] != jnp.arange(f)[:, None])  # (F, N)
-    else:
-        w_train = w_lab[None, :]
+    w_train = fold_masks(w_lab, folds, f)  # (F, N)
     cdfs = jax.vmap(lambda w: _sampler_cdf(w, hard, k, config.class_balanced))(w_train)
     unl_cdf = jnp.cumsum(confident.astype(jnp.float32))
 
@@ -166,8 +175,9 @@ def fit(config: OnlineConfig, task, q, annotated, previous: dict, previous_log_p
 
     # temperature: minimise the validation NLL, pooled over folds
     vlogits = jax.vmap(lambda p, v: net.apply(p, v))(params, vsel(vx))  # (F, V, K)
-    nll_t = jax.vmap(lambda t: _nll(vlogits.reshape(-1, k) / t, vsel(vy).reshape(-1), vsel(vm).reshape(-1)))(TEMPERATURES)
-    temperature = TEMPERATURES[jnp.argmin(nll_t)]
+    grid = _temperatures()
+    nll_t = jax.vmap(lambda t: _nll(vlogits.reshape(-1, k) / t, vsel(vy).reshape(-1), vsel(vm).reshape(-1)))(grid)
+    temperature = grid[jnp.argmin(nll_t)]
     loss = nll_t.min()
     log_prior = predict_log_probs(config, params, x, temperature, folds if f > 1 else None)
 

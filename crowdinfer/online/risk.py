@@ -7,18 +7,41 @@ argmax and ``1 - max_y q_i(y)``.
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
+
 import jax
 import jax.numpy as jnp
 
 from .config import OnlineConfig
 
-__all__ = ["loss_matrix", "bayes_risk", "eligible", "loo_temperature", "TEMPERATURES"]
+__all__ = ["loss_matrix", "bayes_risk", "eligible", "open_items", "loo_temperature", "TEMPERATURES"]
 
 # the temperatures searched by :func:`loo_temperature`: 1 to 8, log-spaced.  Never below 1: a
 # plug-in (MAP) posterior ignores the uncertainty of the worker confusions, so it can be too sure,
 # not too timid -- and with one answer per item the held-out answer is predicted by the class
 # proportions alone, which a temperature below 1 would sharpen for nothing.
-TEMPERATURES = tuple(float(t) for t in 2.0 ** jnp.linspace(0.0, 3.0, 13))
+# (computed on first use, not at import: importing crowdinfer.online starts no JAX backend, so
+# ``jax.distributed.initialize`` can still run after it)
+
+
+def outside_trace(fn):
+    """``fn()`` run eagerly even when called while a jit traces: in a helper thread (JAX's trace
+    state is per thread), so the values are those of a plain eager call (``ensure_compile_time_eval``
+    inlines ``jnp.linspace``'s jit and changes the last bits)."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(fn).result()
+
+
+@lru_cache(maxsize=None)
+def _temperature_grid() -> tuple:
+    return outside_trace(lambda: tuple(float(t) for t in 2.0 ** jnp.linspace(0.0, 3.0, 13)))
+
+
+def __getattr__(name):
+    if name == "TEMPERATURES":
+        return _temperature_grid()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def loss_matrix(config: OnlineConfig) -> jnp.ndarray | None:
@@ -36,13 +59,18 @@ def bayes_risk(label_probs: jnp.ndarray, loss: jnp.ndarray | None = None):
     return expected.min(-1), expected.argmin(-1).astype(jnp.int32)
 
 
-def eligible(config: OnlineConfig, state) -> jnp.ndarray:
+def open_items(state, max_per_item: int) -> jnp.ndarray:
     """Items that may be asked about: unfinished and below the per-item cap."""
-    return ~state.finished & (state.item_count < config.max_per_item)
+    return ~state.finished & (state.item_count < max_per_item)
+
+
+def eligible(config: OnlineConfig, state) -> jnp.ndarray:
+    """:func:`open_items` under ``config.max_per_item``."""
+    return open_items(state, config.max_per_item)
 
 
 def loo_temperature(data, log_lik: jnp.ndarray, log_q: jnp.ndarray, counts=None, pseudo=None,
-                    grid=TEMPERATURES):
+                    grid=None):
     """A temperature for the label posterior, from the annotations alone (issue 14, item 4).
 
     Tempering ``q_T = softmax(log q / T)`` never changes a decision under 0-1 loss; it says how
@@ -70,6 +98,6 @@ def loo_temperature(data, log_lik: jnp.ndarray, log_q: jnp.ndarray, counts=None,
         c = c - logsumexp(c, axis=-1, keepdims=True)
         return jnp.sum(data.weight * logsumexp(c + log_lik, axis=-1))
 
-    grid = jnp.asarray(grid, jnp.float32)
+    grid = jnp.asarray(_temperature_grid() if grid is None else grid, jnp.float32)
     scores = jax.lax.map(score, grid)
     return grid[jnp.argmax(scores)]

@@ -52,7 +52,7 @@ from crowdinfer.annotations import CrowdData
 
 from .config import OnlineConfig
 from .loop import init, label_accuracy, stop_reason, update
-from .samplers import propose
+from .samplers import Proposer, from_config, next_proposal
 from .state import Receipt, State, Task, check_answers, grow_workers, ingest
 
 __all__ = ["Ledger", "Session", "SessionError", "run_simulation", "simulate", "save_checkpoint",
@@ -367,11 +367,21 @@ class Session:
     ``worker_ids``: the workers' ids; ``None`` means the integer codes ``0..M-1`` of ``task``;
     a list (possibly empty) starts a registry that :meth:`add_worker` extends, the state growing
     past ``task.n_workers`` as needed.
+    ``proposer``: the :class:`~crowdinfer.online.samplers.Proposer` that :meth:`propose` asks
+    (default: the one ``config.sampler`` names, :func:`~crowdinfer.online.samplers.from_config`).
+    Its state lives in memory (``sampler_state``) and is rebuilt with ``proposer.init`` when a
+    directory is reopened; the ledger's fingerprint records ``config``, not the proposer.
     """
 
     def __init__(self, config: OnlineConfig, task: Task, directory=None, *,
-                 item_ids: Optional[Sequence] = None, worker_ids: Optional[Sequence] = None):
+                 item_ids: Optional[Sequence] = None, worker_ids: Optional[Sequence] = None,
+                 proposer: Optional[Proposer] = None):
+        if proposer is not None and not isinstance(proposer, Proposer):
+            raise ValueError(f"proposer must be a crowdinfer.online.samplers.Proposer (init, propose), "
+                             f"got {type(proposer).__name__}")
         self.config, self.base_task = config, task
+        self.proposer = from_config(config) if proposer is None else proposer
+        self.sampler_state = None  # proposer.init(state), on the first propose
         self.task = task
         self.item_ids = None if item_ids is None else [str(i) for i in item_ids]
         if self.item_ids is not None and len(self.item_ids) != task.n_items:
@@ -523,7 +533,12 @@ class Session:
 
     # -- the loop ---------------------------------------------------------------------------
     def propose(self):
-        return propose(self.config, self.state)
+        """The next step's questions (a :class:`~crowdinfer.online.samplers.Proposal`) from the
+        session's proposer; advances its sampler state."""
+        if self.sampler_state is None:
+            self.sampler_state = self.proposer.init(self.state)
+        proposal, self.sampler_state = next_proposal(self.proposer, self.sampler_state, self.state)
+        return proposal
 
     def submit(self, item, worker, label) -> Receipt:
         """Accept answers: ledger first (committed), then the state; returns the receipt."""
@@ -650,9 +665,11 @@ def _finished_precision(state: State, gold) -> float:
 
 def run_simulation(config: OnlineConfig, task: Task, confusion, true_labels, *, seed: int = 0,
              directory=None, max_steps: int = 10_000, progress: bool = False,
-             callback: Optional[Callable] = None, kill_after_ingest: Optional[int] = None):
+             callback: Optional[Callable] = None, kill_after_ingest: Optional[int] = None,
+             proposer: Optional[Proposer] = None):
     """Run the loop with simulated workers (``confusion`` (M, K, K), the true classes (N,)) until
     it stops; returns the :class:`Session` (``.history_frame()``, ``.labels``, ``.state``).
+    ``proposer``: the sampler as a value (default: ``config.sampler``'s, see :class:`Session`).
 
     Every answer is a function of ``(seed, step)``, so a run resumed from ``directory`` gives the
     same answers.  ``kill_after_ingest=t`` sends this process SIGKILL right after the answers of
@@ -667,7 +684,7 @@ def run_simulation(config: OnlineConfig, task: Task, confusion, true_labels, *, 
                          f"{config.n_classes}), got {confusion.shape}")
     if truth.shape != (task.n_items,):
         raise ValueError(f"true_labels must have one class per item ({task.n_items})")
-    session = Session(config, task, directory)
+    session = Session(config, task, directory, proposer=proposer)
     key = jax.random.key(seed)
     truth_j = jnp.asarray(truth)
     bar = None

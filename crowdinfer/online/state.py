@@ -1,8 +1,9 @@
 """The state of an online annotation run (a pytree), the task it works on, and ``ingest``.
 
 Shapes are static: the annotations live in a :class:`~crowdinfer.annotations.CrowdData` buffer
-padded to a capacity bucket (``weight`` 0 on free rows), so the jitted ``update`` compiles once per
-bucket -- a handful of times over a run -- and never once per step.  ``ingest`` appends in place
+padded to a capacity bucket (free rows are CrowdData's padding: ``weight`` 0, the last item; the
+answers are held in arrival order), so the jitted ``update`` compiles once per bucket -- a handful
+of times over a run -- and never once per step.  ``ingest`` appends in place
 through a jitted scatter whose batch is itself padded to a power of two.
 """
 from __future__ import annotations
@@ -14,10 +15,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from crowdinfer.annotations import CrowdData, capacity_bucket
+from crowdinfer.ops import standardise
 
 from .config import OnlineConfig
 
-__all__ = ["Task", "State", "Receipt", "make_task", "init", "ingest", "answered_by", "grow_workers"]
+__all__ = ["Task", "State", "Receipt", "make_task", "init", "ingest", "answered_by", "mark_answered",
+           "grow_workers"]
 
 WORD = 32  # workers per word of the answered-bitmask
 INITIAL_ROWS = 1 << 18  # largest initial annotation buffer (then it doubles when full)
@@ -57,7 +60,7 @@ def make_task(features, n_workers: int, prototypes=None, proto_labels=None, n_cl
         raise ValueError(f"features contain NaN or infinite values (items {bad.tolist()} ...)")
     if int(n_workers) < 1:
         raise ValueError("n_workers must be at least 1")
-    mean, scale = x.mean(0), x.std(0) + 1e-6
+    z, mean, scale = standardise(x)
     if prototypes is None:
         p = np.zeros((0, x.shape[1]), np.float32)
         pl = np.zeros((0,), np.int32)
@@ -71,7 +74,7 @@ def make_task(features, n_workers: int, prototypes=None, proto_labels=None, n_cl
         if n_classes is not None and (pl.min() < 0 or pl.max() >= n_classes):
             raise ValueError(f"proto_labels must lie in 0..{n_classes - 1}")
     return Task(
-        jnp.asarray((x - mean) / scale),
+        jnp.asarray(z),
         jnp.asarray((p - mean) / scale),
         jnp.asarray(pl, jnp.int32),
         int(n_workers),
@@ -139,8 +142,9 @@ def init(config: OnlineConfig, task: Task, capacity: Optional[int] = None) -> St
     if capacity is None:  # room for every proposal a run can make, up to 2^18 rows: one compilation
         capacity = min(n * config.max_per_item, max(4 * config.slots, INITIAL_ROWS))
     cap = capacity_bucket(capacity)
+    # CrowdData's padding: weight 0, item n - 1 (the last item), worker 0, label 0
     data = CrowdData(
-        jnp.zeros(cap, jnp.int32), jnp.zeros(cap, jnp.int32), jnp.zeros(cap, jnp.int32),
+        jnp.full(cap, n - 1, jnp.int32), jnp.zeros(cap, jnp.int32), jnp.zeros(cap, jnp.int32),
         jnp.zeros(cap, jnp.float32), n, m, k,
     )
     uniform = jnp.full((n, k), -jnp.log(k), jnp.float32)
@@ -166,10 +170,20 @@ def init(config: OnlineConfig, task: Task, capacity: Optional[int] = None) -> St
     )
 
 
-def answered_by(answered: jax.Array, item: jax.Array, worker: jax.Array) -> jax.Array:
-    """Whether ``worker`` already answered ``item`` (elementwise)."""
+def answered_by(answered: jax.Array, item, worker) -> jax.Array:
+    """Whether ``worker`` already answered ``item`` (elementwise, broadcasting), from the
+    answered-bitmask ``answered`` (N, ceil(M/32)) uint32: bit ``j % 32`` of word ``j // 32`` of row
+    ``i`` is set once worker ``j`` answered item ``i``.  The one reader of the bitmask (the samplers
+    and the experiments use it); :func:`mark_answered` is the one writer."""
     word = answered[item, worker // WORD]
     return ((word >> (worker % WORD).astype(jnp.uint32)) & 1).astype(bool)
+
+
+def mark_answered(answered: jax.Array, item, worker, valid) -> jax.Array:
+    """The bitmask with the bits of the ``valid`` (item, worker) pairs set; the pairs must be new
+    (not yet answered, distinct), so adding the bit is setting it."""
+    bit = (jnp.uint32(1) << (worker % WORD).astype(jnp.uint32)) * valid.astype(jnp.uint32)
+    return answered.at[item, worker // WORD].add(bit)
 
 
 _answered_jit = jax.jit(answered_by)
@@ -199,8 +213,7 @@ def _append(c: _Counts, item, worker, label, valid) -> _Counts:
         d.weight.at[pos].set(1.0, mode="drop"),
         d.n_items, d.n_workers, d.n_classes,
     )
-    bit = (jnp.uint32(1) << (worker % WORD).astype(jnp.uint32)) * valid.astype(jnp.uint32)
-    answered = c.answered.at[item, worker // WORD].add(bit)  # bits are new: add == or
+    answered = mark_answered(c.answered, item, worker, valid)
     ones = valid.astype(jnp.int32)
     return _Counts(data, c.n_annotations + ones.sum(), answered,
                    c.item_count.at[item].add(ones), c.worker_count.at[worker].add(ones))
@@ -208,12 +221,13 @@ def _append(c: _Counts, item, worker, label, valid) -> _Counts:
 
 def _grow(state: State, needed: int) -> State:
     """Re-pad the annotation buffer: at least double it (so a run of n annotations compiles
-    ``update`` about log2(n / initial capacity) times), to a capacity bucket."""
+    ``update`` about log2(n / initial capacity) times), to a capacity bucket; the new rows are
+    CrowdData's padding (weight 0, the last item)."""
     d = state.data
     cap = capacity_bucket(max(needed, 2 * d.item.shape[0]))
     extra = cap - d.item.shape[0]
-    pad = lambda a: jnp.concatenate([a, jnp.zeros(extra, a.dtype)])  # noqa: E731
-    data = CrowdData(pad(d.item), pad(d.worker), pad(d.label), pad(d.weight),
+    pad = lambda a, fill=0: jnp.concatenate([a, jnp.full(extra, fill, a.dtype)])  # noqa: E731
+    data = CrowdData(pad(d.item, d.n_items - 1), pad(d.worker), pad(d.label), pad(d.weight),
                      d.n_items, d.n_workers, d.n_classes)
     return state._replace(data=data)
 
