@@ -50,7 +50,7 @@ from .annotations import Annotations, capacity_bucket
 from .posterior import Posterior
 
 __all__ = ["CANDIDATES", "CRITERION", "CAVITY", "DEFAULT_FOLDS", "select", "held_out_scores",
-           "cavity_score", "cavity_scores", "temper"]
+           "cavity_score", "cavity_scores", "cavity_temperature", "temper"]
 
 # In order of preference on exact ties.  Chosen by leave-one-dataset-out over ../shared/data
 # (experiments/results/accuracy.md) among every subset (with dawid_skene) of dawid_skene, bcc,
@@ -140,21 +140,20 @@ CAVITY = {"dawid_skene": "map", "bcc": "vb", "one_coin": "coin", "hierarchical_d
 
 
 def _cavity_arrays(post: Posterior, family: str):
-    """``(q, confusion, prior)`` of a fitted Posterior, float32: the label posterior; the
-    confusion its E-step used (VB: its Dirichlet parameters); the worker prior's concentrations
-    (Dirichlet (K, K) or (M, K, K); one-coin: (correct, wrong) on the last axis)."""
-    import jax.numpy as jnp
-
+    """``(q, confusion, prior)`` of a fitted Posterior, float32 host arrays (the jitted passes
+    take them as they are): the label posterior; the confusion its E-step used (VB: its
+    Dirichlet parameters); the worker prior's concentrations (Dirichlet (K, K) or (M, K, K);
+    one-coin: (correct, wrong) on the last axis)."""
     hyper = post.options.get("hyper", {})
-    q = jnp.asarray(post.label_probs, jnp.float32)
+    q = np.asarray(post.label_probs, np.float32)
     if family == "vb":
-        return q, jnp.asarray(post.params["confusion_alpha"], jnp.float32), jnp.zeros(())
+        return q, np.asarray(post.params["confusion_alpha"], np.float32), np.zeros((), np.float32)
     if family == "map":
-        prior = jnp.asarray(hyper["confusion"], jnp.float32)
+        prior = np.asarray(hyper["confusion"], np.float32)
     else:
-        prior = jnp.stack(jnp.broadcast_arrays(jnp.asarray(hyper["correct"], jnp.float32),
-                                               jnp.asarray(hyper["wrong"], jnp.float32)), -1)
-    return q, jnp.asarray(post.confusion, jnp.float32), prior
+        prior = np.stack(np.broadcast_arrays(np.asarray(hyper["correct"], np.float32),
+                                             np.asarray(hyper["wrong"], np.float32)), -1)
+    return q, np.asarray(post.confusion, np.float32), prior
 
 
 def _worker_posterior(data, q, confusion, prior, family: str):
@@ -215,27 +214,87 @@ def _cavity_log_lik(post: Posterior, rows: np.ndarray) -> np.ndarray:
     return np.log(np.maximum(np.asarray((jnp.exp(cav) * theta).sum(-1), np.float64), FLOOR))
 
 
-def _cavity_jit():
+GOLDEN_STEPS = 20  # golden-section steps on log T: the bracket shrinks by 0.618^20 ~ 7e-5
+
+
+def _cavity_jits():
+    """Two jitted functions: the cavity score over every annotation, and the temperature of
+    the cavity posterior on a sample of annotations (golden-section search on ``log T``)."""
     import jax
     import jax.numpy as jnp
 
-    def run(data, sample, q, confusion, prior, grid, family):
+    def score(data, q, confusion, prior, family):
         log_theta, alpha = _worker_posterior(data, q, confusion, prior, family)
         log_q = jnp.log(jnp.maximum(q, 1e-30))
         cav, theta = _cavity_rows(data, jnp.arange(data.item.shape[0]), log_q, log_theta, alpha,
                                   family)
         like = (jnp.exp(cav) * theta).sum(-1)
-        total = (jnp.log(jnp.maximum(like, FLOOR)) * data.weight).sum()
-        cav_s, theta_s = _cavity_rows(data, sample, log_q, log_theta, alpha, family)
-        shifted = cav_s - cav_s.max(-1, keepdims=True)
-        p = jnp.exp(shifted[None] / grid[:, None, None])  # (T, S, K): every temperature at once
-        curve = jnp.log(jnp.maximum((p * theta_s[None]).sum(-1) / p.sum(-1), FLOOR)).mean(-1)
-        return total, curve
+        return (jnp.log(jnp.maximum(like, FLOOR)) * data.weight).sum()
 
-    return jax.jit(run, static_argnames=("family",))
+    def temperature(data, sample, q, confusion, prior, bounds, family):
+        log_theta, alpha = _worker_posterior(data, q, confusion, prior, family)
+        log_q = jnp.log(jnp.maximum(q, 1e-30))
+        cav, theta = _cavity_rows(data, sample, log_q, log_theta, alpha, family)
+        cav = cav - cav.max(-1, keepdims=True)
+
+        def value(log_t):  # mean held-out log-likelihood with q_{-n} tempered by T = e^log_t
+            p = jnp.exp(cav / jnp.exp(log_t))
+            return jnp.log(jnp.maximum((p * theta).sum(-1) / p.sum(-1), FLOOR)).mean()
+
+        ratio = (jnp.sqrt(5.0) - 1.0) / 2.0
+
+        def step(_, state):
+            lo, hi, x1, x2, f1, f2 = state
+            left = f1 >= f2  # the maximum lies in [lo, x2]
+            lo, hi = jnp.where(left, lo, x1), jnp.where(left, x2, hi)
+            x1n = jnp.where(left, hi - ratio * (hi - lo), x2)
+            x2n = jnp.where(left, x1, lo + ratio * (hi - lo))
+            new = value(jnp.where(left, x1n, x2n))
+            f1n = jnp.where(left, new, f2)
+            f2n = jnp.where(left, f1, new)
+            return lo, hi, x1n, x2n, f1n, f2n
+
+        lo, hi = jnp.log(bounds[0]), jnp.log(bounds[1])
+        x1, x2 = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
+        lo, hi, x1, x2, f1, f2 = jax.lax.fori_loop(0, GOLDEN_STEPS, step,
+                                                   (lo, hi, x1, x2, value(x1), value(x2)))
+        # the search's point, or the ends of the range or T = 1 if one of them is better
+        points = jnp.stack([(x1 + x2) / 2, jnp.log(bounds[0]), jnp.log(bounds[1]), 0.0])
+        values = jax.vmap(value)(points)
+        best = jnp.argmax(values)
+        return jnp.exp(points[best]), values[best] - values[3]
+
+    return (jax.jit(score, static_argnames=("family",)),
+            jax.jit(temperature, static_argnames=("family",)))
 
 
 _CAVITY = None
+
+
+def _family(post: Posterior) -> str:
+    family = CAVITY.get(post.model)
+    if family is None:
+        raise ValueError(f"model {post.model!r} has no cavity score; those that do: "
+                         f"{sorted(CAVITY)}")
+    return family
+
+
+def cavity_temperature(post: Posterior, grid=TEMPERATURES, seed: int = 0) -> tuple[float, float]:
+    """``(T, gain)``: the temperature in ``[min(grid), max(grid)]`` that maximises the cavity
+    held-out log-likelihood of :func:`cavity_score` with ``q_{-n}`` tempered, on at most
+    :data:`TEMPERATURE_ROWS` annotations, and its gain over ``T = 1`` (>= 0)."""
+    global _CAVITY
+    family = _family(post)
+    if _CAVITY is None:
+        _CAVITY = _cavity_jits()
+    ann = post.annotations
+    n = ann.n_annotations
+    sample = np.arange(n) if n <= TEMPERATURE_ROWS else np.sort(
+        np.random.default_rng(seed).choice(n, TEMPERATURE_ROWS, replace=False))
+    bounds = np.asarray([np.min(grid), np.max(grid)], np.float32)
+    t, gain = _CAVITY[1](ann.to_device(sharding=None), np.asarray(sample, np.int32),
+                         *_cavity_arrays(post, family), bounds, family)
+    return float(t), max(float(gain), 0.0)
 
 
 def cavity_score(post: Posterior, grid=None, seed: int = 0) -> dict:
@@ -244,34 +303,21 @@ def cavity_score(post: Posterior, grid=None, seed: int = 0) -> dict:
     from the item posterior, ``q_{-n}(k) ∝ q_i(k) / theta_E[w, k, z_n]`` (``theta_E`` the
     confusion the E-step multiplied in), and its expected count from the worker's Dirichlet
     (``A[w, k, z_n] - q_ik``; one-coin: the Beta), and the annotation is scored by
-    ``log sum_k q_{-n}(k) E[theta_{-n}[w, k, z_n]]``.  One vectorised, jitted pass.  Returns
-    ``{"score", "temperature", "tempered_score"}`` (the temperature curve on at most
-    :data:`TEMPERATURE_ROWS` annotations, the cavity posterior tempered)."""
+    ``log sum_k q_{-n}(k) E[theta_{-n}[w, k, z_n]]``, averaged over annotations: one
+    vectorised, jitted pass.  Returns ``{"score", "temperature", "tempered_score"}``; with
+    ``grid`` (temperatures: their range is searched, :func:`cavity_temperature`), else
+    ``temperature`` None."""
     global _CAVITY
-    import jax.numpy as jnp
-
-    family = CAVITY.get(post.model)
-    if family is None:
-        raise ValueError(f"model {post.model!r} has no cavity score; those that do: "
-                         f"{sorted(CAVITY)}")
-    ann = post.annotations
-    data = ann.to_device(sharding=None)
-    n = ann.n_annotations
-    rng = np.random.default_rng(seed)
-    sample = np.arange(n) if n <= TEMPERATURE_ROWS else rng.choice(n, TEMPERATURE_ROWS,
-                                                                  replace=False)
-    sample = np.sort(sample).astype(np.int32)
-    grid = np.asarray([1.0] if grid is None else grid, np.float32)
+    family = _family(post)
     if _CAVITY is None:
-        _CAVITY = _cavity_jit()
-    total, curve = _CAVITY(data, jnp.asarray(sample), *_cavity_arrays(post, family),
-                           jnp.asarray(grid), family)
-    curve = np.asarray(curve, np.float64)
-    best = int(np.argmax(curve))
-    score = float(total) / n
-    ones = np.flatnonzero(np.isclose(grid, 1.0))  # the curve is on a sample: report the gain
-    gain = curve[best] - curve[ones[0]] if len(ones) else curve[best] - score
-    return {"score": score, "temperature": float(grid[best]), "tempered_score": score + gain}
+        _CAVITY = _cavity_jits()
+    ann = post.annotations
+    total = _CAVITY[0](ann.to_device(sharding=None), *_cavity_arrays(post, family), family)
+    score = float(total) / ann.n_annotations
+    if grid is None:
+        return {"score": score, "temperature": None, "tempered_score": None}
+    t, gain = cavity_temperature(post, grid, seed)
+    return {"score": score, "temperature": t, "tempered_score": score + gain}
 
 
 def temper(label_probs: np.ndarray, temperature: float) -> np.ndarray:
@@ -385,11 +431,15 @@ def select(annotations: Annotations, candidates=None, folds: int = DEFAULT_FOLDS
     if annotations.n_annotations < 2 * folds or len(names) == 1:
         chosen, scores, criterion = names[0], {}, None
     elif criterion == "cavity":
-        scores, posts = cavity_scores(annotations, names, grid, **options)
+        # every candidate's score; the temperature only for the chosen one (below)
+        scores, posts = cavity_scores(annotations, names, None, **options)
     else:
         scores = held_out_scores(annotations, names, folds, seed, grid, **options)
     if scores:
         chosen = max(names, key=lambda c: (scores[c]["score"], -names.index(c)))
+        if criterion == "cavity" and grid is not None:
+            t, gain = cavity_temperature(posts[chosen], grid, seed)
+            scores[chosen].update(temperature=t, tempered_score=scores[chosen]["score"] + gain)
     if chosen in posts and not use_gold:
         post = posts[chosen]  # the cavity's fit is the fit on all the annotations
     else:

@@ -26,8 +26,36 @@ def test_default_reports_candidates_scores_and_choice(task, default):
     assert sel["chosen"] == best == default.model
     assert sel["criterion"] == selection.CRITERION
     for s in sel["scores"].values():  # log-likelihood per annotation of a K=3 answer
-        assert -np.log(3) - 1.0 < s["score"] < 0 and s["tempered_score"] >= s["score"]
+        assert -np.log(3) - 1.0 < s["score"] < 0
+    # the temperature is searched for the chosen model only (the others' would cost a pass each)
+    chosen = sel["scores"][sel["chosen"]]
+    assert chosen["tempered_score"] >= chosen["score"]
+    assert chosen["temperature"] == sel["temperature"] and 0.1 <= sel["temperature"] <= 10
     assert "held-out log-likelihood" in sel["rule"]
+
+
+def test_golden_section_temperature_matches_a_grid(task):
+    """The temperature search (golden section on log T) finds the grid's best to grid precision."""
+    import jax.numpy as jnp
+
+    ann = task.annotations
+    post = fit(ann, "dawid_skene")
+    t, gain = selection.cavity_temperature(post)
+    data = ann.to_device(sharding=None)
+    q, confusion, prior = selection._cavity_arrays(post, "map")
+    log_theta, alpha = selection._worker_posterior(data, q, confusion, prior, "map")
+    cav, theta = selection._cavity_rows(data, jnp.arange(ann.n_annotations), jnp.log(q),
+                                        log_theta, alpha, "map")
+    cav, theta = np.asarray(cav, np.float64), np.asarray(theta, np.float64)
+    curve = []
+    for g in selection.TEMPERATURES:
+        p = np.exp((cav - cav.max(-1, keepdims=True)) / g)
+        curve.append(np.log((p * theta).sum(-1) / p.sum(-1)).mean())
+    best = int(np.argmax(curve))
+    step = selection.TEMPERATURES[1] / selection.TEMPERATURES[0]
+    assert selection.TEMPERATURES[best] / step <= t <= selection.TEMPERATURES[best] * step
+    at_one = curve[int(np.argmin(abs(np.log(selection.TEMPERATURES))))]
+    assert gain == pytest.approx(max(curve) - at_one, abs=1e-3)
 
 
 @pytest.mark.parametrize("model", sorted(selection.CAVITY))
