@@ -1,20 +1,20 @@
-"""``crowdinfer.fit``: one entry point over every model and engine, and the model registry."""
+"""``crowdinfer.fit``: one entry point over every model and engine; ``MODELS``, built from the
+JAX-free registry :data:`crowdinfer.options.REGISTRY` (one line per model)."""
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import sys
 import time
 import types
 import warnings
-from functools import partial
 from typing import Callable, NamedTuple
 
-from . import identifiability, runners
+from . import identifiability
 from .annotations import Annotations
-from .models import dawid_skene, one_coin
-from .models import bwa, ebcc, hierarchical_ds, mace, wawa, zero_based_skill  # issue 14 models
 from .models.priors import DEFAULT_ACCURACY
 from .models.priors import resolve as resolve_prior
+from .options import REGISTRY
 from .options import validate as validate_options
 from .posterior import Posterior
 
@@ -26,48 +26,19 @@ class ModelEntry(NamedTuple):
     default_method: str
 
 
-MODELS: dict[str, ModelEntry] = {
-    "dawid_skene": ModelEntry(
-        {
-            "em": runners.loop_runner("dawid_skene", "em", dawid_skene.MAP, 1.0),
-            "nuts": runners.nuts_runner("dawid_skene", dawid_skene, 1.0),
-            "svi": runners.svi_runner("dawid_skene", dawid_skene, 1.0),
-        },
-        "em",
-    ),
-    "bcc": ModelEntry(
-        {
-            "vb": runners.loop_runner("bcc", "vb", dawid_skene.VB, 0.0),
-            "nuts": runners.nuts_runner("bcc", dawid_skene, 0.0),
-            "svi": runners.svi_runner("bcc", dawid_skene, 0.0),
-        },
-        "vb",
-    ),
-    "one_coin": ModelEntry(
-        {
-            "em": runners.loop_runner("one_coin", "em", one_coin.MAP, 1.0, True),
-            "nuts": runners.nuts_runner("one_coin", one_coin, 1.0, True),
-            "svi": runners.svi_runner("one_coin", one_coin, 1.0, True),
-        },
-        "em",
-    ),
-    "community_bcc": ModelEntry(
-        {
-            "vb": partial(runners.community_runner, method="vb"),
-            "svi": partial(runners.community_runner, method="svi"),
-        },
-        "vb",
-    ),
-    "glad": ModelEntry({"em": runners.glad_runner}, "em"),
-    "majority_vote": ModelEntry({"vote": runners.majority_vote_runner}, "vote"),
-    "mace": ModelEntry({"vb": mace.runner("vb"), "em": mace.runner("em")}, "vb"),
-    "bwa": ModelEntry({"em": bwa.runner}, "em"),
-    "ebcc": ModelEntry({"vb": ebcc.runner}, "vb"),
-    "wawa": ModelEntry({"vote": wawa.wawa_runner}, "vote"),
-    "weighted_vote": ModelEntry({"vote": wawa.weighted_vote_runner}, "vote"),
-    "zero_based_skill": ModelEntry({"vote": zero_based_skill.runner}, "vote"),
-    "hierarchical_ds": ModelEntry({"vb": hierarchical_ds.runner}, "vb"),
-}
+def _entry(model: str) -> ModelEntry:
+    """``MODELS[model]`` from its line of :data:`crowdinfer.options.REGISTRY`: the runners that
+    its module exposes (``RUNNERS[model]``), checked against the engines the line names."""
+    line = REGISTRY[model]
+    methods = dict(importlib.import_module(line.module).RUNNERS[model])
+    if tuple(methods) != line.engines:
+        raise RuntimeError(f"{line.module}.RUNNERS[{model!r}] has engines {tuple(methods)}, "
+                           f"the registry says {line.engines}")
+    return ModelEntry(methods, line.engines[0])
+
+
+#: ``model -> ModelEntry``, derived from :data:`crowdinfer.options.REGISTRY` (one line per model).
+MODELS: dict[str, ModelEntry] = {model: _entry(model) for model in REGISTRY}
 
 
 def fit(annotations: Annotations, model: str | None = None, method: str | None = None,

@@ -40,11 +40,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 __all__ = [
     "LoopOptions", "NutsOptions", "SviOptions", "PriorOptions", "LearnedPriorOptions",
-    "CommunityOptions", "GladOptions", "VoteOptions", "SCHEMAS", "KNOWN_MODELS", "register",
+    "CommunityOptions", "GladOptions", "VoteOptions", "SCHEMAS", "KNOWN_MODELS", "REGISTRY",
+    "Registered", "register",
     "options_for", "validate", "UnknownOptionError", "catalogue", "help_catalogue",
 ]
 
@@ -305,37 +306,54 @@ SCHEMAS: dict[tuple[str, str], tuple[type, ...]] = {
     ("majority_vote", "vote"): (VoteOptions,),
 }
 
-#: One line per model for ``--help`` (kept here so that listing them does not import JAX; a test
-#: checks that the models and engines equal :data:`crowdinfer.fit.MODELS`).
-DESCRIPTIONS: dict[str, str] = {
-    "dawid_skene": "a full KxK confusion matrix per worker (default)",
-    "bcc": "Bayesian classifier combination (IBCC): Dawid-Skene, fully Bayesian",
-    "one_coin": "one accuracy per worker, errors spread evenly",
-    "community_bcc": "workers in communities that share a confusion",
-    "glad": "worker ability x item difficulty",
-    "majority_vote": "the (soft) majority vote baseline",
+class Registered(NamedTuple):
+    """A model's line in :data:`REGISTRY`."""
+
+    module: str  # the module (JAX side) whose ``RUNNERS[model]`` maps each engine to its runner
+    engines: tuple[str, ...]  # default first
+    description: str  # one line for ``--help``
+
+
+#: THE model registry: one line per model.  It names the module that holds the model's runners
+#: (imported by :mod:`crowdinfer.fit`, which builds ``MODELS`` from it), the engines (default
+#: first) and the line ``--help`` prints -- without importing JAX.  A new model is one file of
+#: ``models/`` (its NumPyro model, its parts, ``RUNNERS`` and its option groups, registered with
+#: :func:`register`) plus one line here.
+REGISTRY: dict[str, Registered] = {
+    "dawid_skene": Registered("crowdinfer.runners", ("em", "nuts", "svi"),
+                              "a full KxK confusion matrix per worker (default)"),
+    "bcc": Registered("crowdinfer.runners", ("vb", "nuts", "svi"),
+                      "Bayesian classifier combination (IBCC): Dawid-Skene, fully Bayesian"),
+    "one_coin": Registered("crowdinfer.runners", ("em", "nuts", "svi"),
+                           "one accuracy per worker, errors spread evenly"),
+    "community_bcc": Registered("crowdinfer.runners", ("vb", "svi"),
+                                "workers in communities that share a confusion"),
+    "glad": Registered("crowdinfer.runners", ("em",), "worker ability x item difficulty"),
+    "majority_vote": Registered("crowdinfer.runners", ("vote",),
+                                "the (soft) majority vote baseline"),
+    "mace": Registered("crowdinfer.models.mace", ("vb", "em"), "each worker knows the answer or spams"),
+    "bwa": Registered("crowdinfer.models.bwa", ("em",),
+                      "Bayesian weighted average with learned worker precisions"),
+    "ebcc": Registered("crowdinfer.models.ebcc", ("vb",),
+                       "enhanced BCC: classes as mixtures of subtypes"),
+    "wawa": Registered("crowdinfer.models.wawa", ("vote",),
+                       "the vote weighted by agreement with the majority vote"),
+    "weighted_vote": Registered("crowdinfer.models.wawa", ("vote",),
+                                "the vote weighted by log-odds worker skills"),
+    "zero_based_skill": Registered("crowdinfer.models.zero_based_skill", ("vote",),
+                                   "a vote re-weighted by skills learned over rounds"),
+    "hierarchical_ds": Registered("crowdinfer.models.hierarchical_ds", ("vb",),
+                                  "Dawid-Skene whose population prior (mean and strength) is learned"),
 }
 
+#: ``model -> description`` (from :data:`REGISTRY`, plus models registered at run time).
+DESCRIPTIONS: dict[str, str] = {m: r.description for m, r in REGISTRY.items()}
 
-#: Every model of :data:`crowdinfer.fit.MODELS` with its engines (default first) and a line for
-#: ``--help``.  Static, so that ``crowdinfer --help`` lists them without importing the models (and
-#: JAX); models that register their schema in their own module appear in :data:`SCHEMAS` only once
-#: imported.  tests/test_options.py checks that this equals ``MODELS``: a new model adds a line.
+#: ``model -> (engines, description)`` from :data:`REGISTRY`, for ``--help`` (static: listing the
+#: models imports neither the models nor JAX).  tests/test_options.py checks that it equals
+#: ``crowdinfer.fit.MODELS``.
 KNOWN_MODELS: dict[str, tuple[tuple[str, ...], str]] = {
-    "dawid_skene": (("em", "nuts", "svi"), DESCRIPTIONS["dawid_skene"]),
-    "bcc": (("vb", "nuts", "svi"), DESCRIPTIONS["bcc"]),
-    "one_coin": (("em", "nuts", "svi"), DESCRIPTIONS["one_coin"]),
-    "community_bcc": (("vb", "svi"), DESCRIPTIONS["community_bcc"]),
-    "glad": (("em",), DESCRIPTIONS["glad"]),
-    "majority_vote": (("vote",), DESCRIPTIONS["majority_vote"]),
-    "mace": (("vb", "em"), "each worker knows the answer or spams"),
-    "bwa": (("em",), "Bayesian weighted average with learned worker precisions"),
-    "ebcc": (("vb",), "enhanced BCC: classes as mixtures of subtypes"),
-    "wawa": (("vote",), "the vote weighted by agreement with the majority vote"),
-    "weighted_vote": (("vote",), "the vote weighted by log-odds worker skills"),
-    "zero_based_skill": (("vote",), "a vote re-weighted by skills learned over rounds"),
-    "hierarchical_ds": (("vb",), "Dawid-Skene whose population prior (mean and strength) is learned"),
-}
+    m: (r.engines, r.description) for m, r in REGISTRY.items()}
 
 
 def help_catalogue() -> dict[str, tuple[tuple[str, ...], str]]:
@@ -349,7 +367,8 @@ def help_catalogue() -> dict[str, tuple[tuple[str, ...], str]]:
 
 
 def register(model: str, method: str, *groups: type, description: str | None = None) -> None:
-    """Declare the option groups of a new model/engine (one line next to its ``MODELS`` entry)."""
+    """Declare the option groups of a model/engine (in the model's file; its line in
+    :data:`REGISTRY` names the module, the engines and the description)."""
     SCHEMAS[(model, method)] = tuple(groups)
     if description is not None:
         DESCRIPTIONS[model] = description

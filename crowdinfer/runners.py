@@ -1,8 +1,13 @@
-"""The runners behind :func:`crowdinfer.fit`: each turns ``fit``'s options into a model's
-``hyper`` (Dirichlet/Beta concentrations, label-prior settings), runs one engine, and wraps the
-result in a :class:`~crowdinfer.Posterior`.  The registry itself is in :mod:`crowdinfer.fit`.
+"""The runners behind :func:`crowdinfer.fit`: each turns ``fit``'s options into a model's parts
+(:mod:`crowdinfer.inference.loop`: a worker part and a label-prior part, each with its typed
+hyperparameters -- Dirichlet/Beta concentrations, prior logits, gold offset), runs one engine, and
+wraps the result in a :class:`~crowdinfer.Posterior`.  The registry itself is in
+:mod:`crowdinfer.fit`.
 """
 from __future__ import annotations
+
+import dataclasses
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -12,7 +17,7 @@ from . import identifiability
 from .annotations import Annotations
 from .inference import mcmc
 from .inference import svi as svi_engine
-from .inference.loop import ClassPart, Spec, WorkerPart, run
+from .inference.loop import ClassPart, Spec, WorkerPart, as_state, model_hyper, run
 from .models import class_prior as label_prior
 from .models import (
     community_bcc,
@@ -20,18 +25,22 @@ from .models import (
     glad,
     learned_prior,
     majority_vote,
+    one_coin,
     priors,
 )
 from .ops import expected_confusion_counts, label_posterior, standardise
+from .options import LearnedPriorOptions, LoopOptions, PriorOptions, SviOptions
 from .posterior import Posterior
 
 __all__ = ["loop_runner", "nuts_runner", "svi_runner", "community_runner", "glad_runner",
-           "majority_vote_runner"]
+           "majority_vote_runner", "label_prior_part", "run_loop", "em_start"]
 
 
-def _label_prior_hyper(annotations: Annotations, concentration: float, prior_logits) -> dict:
-    """The label-prior entries of ``hyper``: the class Dirichlet concentration, or per-item logits."""
-    hyper = {"class_concentration": jnp.full((annotations.n_classes,), concentration, jnp.float32)}
+def label_prior_part(annotations: Annotations, method: str, concentration: float,
+                     prior_logits=None) -> ClassPart:
+    """The label-prior part of ``annotations`` for ``method`` (checked ``prior_logits``: fixed
+    per-item logits; else the class proportions with Dirichlet ``concentration``), gold items
+    clamped when the annotations carry gold (``fit(use_gold=True)``)."""
     if prior_logits is not None:
         logits = jnp.asarray(prior_logits, dtype=jnp.float32)
         want = (annotations.n_items, annotations.n_classes)
@@ -39,53 +48,36 @@ def _label_prior_hyper(annotations: Annotations, concentration: float, prior_log
             raise ValueError(f"prior_logits must have shape {want}, got {logits.shape}")
         if not bool(jnp.all(jnp.isfinite(logits))):
             raise ValueError("prior_logits contain NaN or inf")
-        hyper["prior_logits"] = logits
-    if annotations.gold is not None and (annotations.gold >= 0).any():  # clamped (fit's use_gold)
-        hyper["gold_offset"] = jnp.asarray(label_prior.gold_offset(annotations.gold, annotations.n_classes))
-    return hyper
+        prior_logits = logits
+    return label_prior.part(method, annotations.n_classes, concentration=concentration,
+                            logits=prior_logits, gold=annotations.gold)
 
 
-CLASS_PARTS = {"em": label_prior.MAP, "vb": label_prior.VB}
+def _group(group: type, options: dict):
+    """The options of ``group`` taken out of ``options``, as a validated ``group`` object."""
+    return group(**{k: options.pop(k) for k in group.names() if k in options})
 
 
-def _run_loop(
-    model_name: str,
-    method: str,
-    workers: WorkerPart,
-    hyper: dict,
-    annotations: Annotations,
-    *,
-    max_iter: int = 100,
-    tol: float = 1e-5,
-    stop: str = "soft",
-    progress: bool = False,
-    options: dict,
-    classes: ClassPart | None = None,
-    classifier: dict | None = None,
-) -> Posterior:
-    """Run the coordinate-ascent loop (EM or VB) and wrap the result.
-
-    ``classes`` is the label-prior part (default: fixed logits if ``hyper`` has them, else the
-    class proportions for ``method``); ``classifier`` describes a learned prior for prediction.
-    """
+def run_loop(model_name: str, method: str, spec: Spec, annotations: Annotations,
+             loop: LoopOptions = LoopOptions(), *, options: dict,
+             classifier: dict | None = None) -> Posterior:
+    """Run the coordinate-ascent loop (EM or VB) on ``spec`` from the soft majority vote, with the
+    ``loop`` options, and wrap the result; ``classifier`` describes a learned prior for prediction."""
     data = annotations.to_device()
-    if classes is None:
-        classes = label_prior.FIXED if "prior_logits" in hyper else CLASS_PARTS[method]
-    spec = Spec(workers, label_prior.clamp(classes) if "gold_offset" in hyper else classes)
-    callback = _progress_callback(max_iter, method.upper()) if progress else None
+    callback = _progress_callback(loop.max_iter, method.upper()) if loop.progress else None
+    gold = getattr(spec.classes.hyper, "gold_offset", None)
     state = run(
         spec,
         data,
-        hyper,
-        label_prior.clamp_probs(majority_vote.soft(data), hyper),
-        max_iter=int(max_iter),
-        tol=float(tol),
-        stop=stop,
+        label_prior.clamp_probs(majority_vote.soft(data), gold),
+        max_iter=loop.max_iter,
+        tol=loop.tol,
+        stop=loop.stop,
         callback=callback,
     )
     if callback is not None:
         callback.close()
-    proportions = classes.proportions(state.params)
+    proportions = spec.classes.proportions(state.classes)
     state = jax.device_get(state)
     n_iter = int(state.iteration)
     return Posterior(
@@ -93,15 +85,14 @@ def _run_loop(
         model=model_name,
         method=method,
         label_probs=np.exp(np.asarray(state.log_q, dtype=np.float64)),
-        confusion=np.asarray(workers.confusion(state.params, annotations.n_classes)),
+        confusion=np.asarray(spec.workers.confusion(state.workers, annotations.n_classes)),
         class_prior=None if proportions is None else np.asarray(proportions),
         history=np.asarray(state.history[:n_iter]),
         n_iter=n_iter,
         converged=bool(state.converged),
-        params={k: jax.tree.map(np.asarray, v) for k, v in state.params.items()
-                if not k.startswith("_")},
-        options={**options, "hyper": jax.device_get(hyper)},
-        classifier=None if classifier is None else {**classifier, "params": state.params["net"]},
+        params={k: jax.tree.map(np.asarray, v) for k, v in state.params.items()},
+        options={**options, "hyper": jax.device_get(model_hyper(spec))},
+        classifier=None if classifier is None else {**classifier, "params": state.classes.net},
     )
 
 
@@ -119,16 +110,18 @@ def _progress_callback(max_iter: int, name: str):
     return callback
 
 
-def _confusion_hyper(annotations, offset: float, one_coin_prior: bool, *, prior=priors.DEFAULT_PRIOR,
-                     strength=None, accuracy=priors.DEFAULT_ACCURACY, class_prior=1.0, prior_logits=None):
-    """``hyper`` (Dirichlet/Beta concentrations) of a confusion model from the prior options.
+def _confusion_spec(annotations, method: str, workers: WorkerPart, offset: float,
+                    one_coin_prior: bool, options: PriorOptions = PriorOptions()):
+    """The parts of a confusion model (``workers``, a part template, given its Dirichlet/Beta
+    concentrations) from the prior ``options``, and the options to record.
 
     Priors are given as pseudo-counts ``beta``; the concentration is ``offset + beta``.  Dawid-Skene
     and one-coin use ``offset = 1`` so that the EM mode adds ``beta`` to the counts; BCC uses
     ``offset = 0``, as Kim & Ghahramani do -- with ``1 + beta``, K uniform pseudo-answers per row
     would swamp sparse workers in VB.
     """
-    counts = priors.resolve(annotations, prior, strength, accuracy)
+    prior, strength, class_prior = options.prior, options.strength, options.class_prior
+    counts = priors.resolve(annotations, prior, strength, options.accuracy)
     counts = identifiability.tie_unidentified(annotations, counts)  # workers nobody overlaps
     if not np.isfinite(class_prior) or class_prior < 0:
         raise ValueError("class_prior pseudo-count must be >= 0")
@@ -137,32 +130,24 @@ def _confusion_hyper(annotations, offset: float, one_coin_prior: bool, *, prior=
             f"this model needs strictly positive prior pseudo-counts (prior={prior!r} has zeros); "
             "use e.g. prior='pooled' or 'symmetric'"
         )
-    hyper = _label_prior_hyper(annotations, offset + class_prior, prior_logits)
+    classes = label_prior_part(annotations, method, offset + class_prior, options.prior_logits)
     if one_coin_prior:
         k = annotations.n_classes
         right = np.trace(counts, axis1=-2, axis2=-1) / k  # pseudo right answers per row
-        hyper["correct"] = jnp.asarray(offset + right, jnp.float32)
-        hyper["wrong"] = jnp.asarray(offset + counts.sum((-2, -1)) / k - right, jnp.float32)
+        hyper = one_coin.AccuracyHyper(jnp.asarray(offset + right, jnp.float32),
+                                       jnp.asarray(offset + counts.sum((-2, -1)) / k - right,
+                                                   jnp.float32))
     else:
-        hyper["confusion"] = jnp.asarray(offset + counts, jnp.float32)
+        hyper = dawid_skene.ConfusionHyper(jnp.asarray(offset + counts, jnp.float32))
     recorded = dict(prior=prior if isinstance(prior, str) else "array", strength=strength,
-                    accuracy=accuracy, class_prior=class_prior)
-    return hyper, recorded
+                    accuracy=options.accuracy, class_prior=class_prior)
+    return Spec(workers.with_hyper(hyper), classes), recorded
 
 
-_PRIOR_OPTIONS = ("prior", "strength", "accuracy", "class_prior", "prior_logits")
-
-
-def _split_options(options: dict) -> tuple[dict, dict]:
-    prior = {k: options.pop(k) for k in _PRIOR_OPTIONS if k in options}
-    return prior, options
-
-
-def _classifier_prior(annotations: Annotations, hyper: dict, features=None, hidden=(128,),
-                      classifier_steps: int = 20, learning_rate: float = 1e-3,
-                      weight_decay: float = 1e-4, seed: int = 0, folds: int = 5):
-    """Set up the learned label prior: standardised features in ``hyper``, the class part, and
-    what prediction on new items needs."""
+def _classifier_prior(annotations: Annotations, classes: ClassPart, options: LearnedPriorOptions):
+    """Set up the learned label prior (in place of ``classes``, whose gold offset it keeps): its
+    part with the standardised features, and what prediction on new items needs."""
+    features, seed, folds = options.features, options.seed, options.folds
     x = annotations.features if features is None else np.asarray(features, np.float32)
     if x is None:
         raise ValueError("label_prior='classifier' needs item features: attach them to the "
@@ -170,42 +155,55 @@ def _classifier_prior(annotations: Annotations, hyper: dict, features=None, hidd
     if x.shape[0] != annotations.n_items or x.ndim != 2:
         raise ValueError(f"features must have shape ({annotations.n_items}, d), got {x.shape}")
     z, mean, std = standardise(x)
-    hyper["features"] = jnp.asarray(z)
-    hyper["train_mask"] = jnp.asarray(annotations.annotations_per_item() > 0, jnp.float32)
-    hyper["fold"] = jnp.asarray(
-        np.random.default_rng(seed).permutation(annotations.n_items) % max(int(folds), 1), jnp.int32)
-    hidden = tuple(int(h) for h in hidden)
-    part = learned_prior.classifier_part(annotations.n_classes, hidden, int(classifier_steps),
-                                         float(learning_rate), float(weight_decay), int(seed),
-                                         int(folds))
-    return part, {"hidden": hidden, "mean": mean, "std": std}
+    hidden = tuple(int(h) for h in options.hidden)
+    part = learned_prior.classifier_part(annotations.n_classes, hidden,
+                                         int(options.classifier_steps), float(options.learning_rate),
+                                         float(options.weight_decay), int(seed), int(folds))
+    hyper = learned_prior.LearnedHyper(
+        features=jnp.asarray(z),
+        train_mask=jnp.asarray(annotations.annotations_per_item() > 0, jnp.float32),
+        fold=jnp.asarray(np.random.default_rng(seed).permutation(annotations.n_items)
+                         % max(int(folds), 1), jnp.int32),
+        gold_offset=getattr(classes.hyper, "gold_offset", None))
+    return part.with_hyper(hyper), {"hidden": hidden, "mean": mean, "std": std}
 
 
 def loop_runner(model_name: str, method: str, workers: WorkerPart, offset: float,
                  one_coin_prior: bool = False):
-    """A runner for EM or VB on a confusion model; ``label_prior="classifier"`` learns the label
-    prior from item features (see :mod:`crowdinfer.models.learned_prior`)."""
+    """A runner for EM or VB on a confusion model (``workers``: the part template, e.g.
+    ``dawid_skene.MAP``); ``label_prior="classifier"`` learns the label prior from item features
+    (see :mod:`crowdinfer.models.learned_prior`)."""
 
-    def runner(annotations, *, label_prior: str = "proportions", features=None,
-               hidden=(128,), classifier_steps: int = 20, learning_rate: float = 1e-3,
-               weight_decay: float = 1e-4, seed: int = 0, folds: int = 5,
-               **options) -> Posterior:
-        prior_options, options = _split_options(options)
-        hyper, recorded = _confusion_hyper(annotations, offset, one_coin_prior, **prior_options)
-        classes = classifier = None
-        if label_prior == "classifier":
-            classes, classifier = _classifier_prior(
-                annotations, hyper, features, hidden, classifier_steps, learning_rate,
-                weight_decay, seed, folds)
+    def runner(annotations, **options) -> Posterior:
+        options = dict(options)
+        prior, learned = _group(PriorOptions, options), _group(LearnedPriorOptions, options)
+        loop = LoopOptions(**options)  # anything else is a loop option (or an unknown name)
+        spec, recorded = _confusion_spec(annotations, method, workers, offset, one_coin_prior,
+                                         prior)
+        classifier = None
+        if learned.label_prior == "classifier":
+            classes, classifier = _classifier_prior(annotations, spec.classes, learned)
+            spec = spec._replace(classes=classes)
             recorded.update(label_prior="classifier", hidden=classifier["hidden"],
-                            classifier_steps=classifier_steps, learning_rate=learning_rate,
-                            weight_decay=weight_decay, seed=seed, folds=folds)
-        elif label_prior != "proportions":
-            raise ValueError(f"label_prior must be 'proportions' or 'classifier', got {label_prior!r}")
-        return _run_loop(model_name, method, workers, hyper, annotations, options=recorded,
-                         classes=classes, classifier=classifier, **options)
+                            classifier_steps=learned.classifier_steps,
+                            learning_rate=learned.learning_rate,
+                            weight_decay=learned.weight_decay, seed=learned.seed,
+                            folds=learned.folds)
+        return run_loop(model_name, method, spec, annotations, loop, options=recorded,
+                        classifier=classifier)
 
     return runner
+
+
+def em_start(model_name: str, module, one_coin_prior: bool, annotations: Annotations,
+             prior: PriorOptions) -> Posterior:
+    """The EM estimate that starts NUTS and SVI (the model's MAP part, ``offset = 1``)."""
+    spec, _ = _confusion_spec(annotations, "em", module.MAP, 1.0, one_coin_prior, prior)
+    return run_loop(model_name, "em", spec, annotations, options={})
+
+
+def _spec_params(post: Posterior) -> dict:
+    return {k: jnp.asarray(v) for k, v in post.params.items()}
 
 
 # Models whose likelihood is unchanged by permuting the latent classes, and the axis of each sample
@@ -219,24 +217,28 @@ def nuts_runner(model_name: str, module, offset: float, one_coin_prior: bool = F
 
     def runner(annotations, *, num_warmup: int = 500, num_samples: int = 500, num_chains: int = 4,
                seed: int = 0, progress: bool = False, **prior_options) -> Posterior:
-        hyper, recorded = _confusion_hyper(annotations, offset, one_coin_prior, **prior_options)
-        em_hyper, _ = _confusion_hyper(annotations, 1.0, one_coin_prior, **prior_options)
-        start = _run_loop(model_name, "em", module.MAP, em_hyper, annotations, options={})
-        init = {k: jnp.asarray(v) for k, v in start.params.items()}
+        prior = PriorOptions(**prior_options)
+        spec, recorded = _confusion_spec(annotations, "em", module.MAP, offset, one_coin_prior,
+                                         prior)
+        hyper = model_hyper(spec)
+        start = em_start(model_name, module, one_coin_prior, annotations, prior)
         data = annotations.to_device()
-        draws = mcmc.nuts(module.model, data, hyper, init, key=jax.random.key(seed),
-                          num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains,
-                          progress=progress)
-        classes = label_prior.FIXED if "prior_logits" in hyper else label_prior.MAP
-        probs = mcmc.draw_label_probs(module.MAP.log_lik, label_prior.clamp(classes).log_prior,
-                                      data, hyper, draws)
+        draws = mcmc.nuts(module.model, data, hyper, _spec_params(start),
+                          key=jax.random.key(seed), num_warmup=num_warmup,
+                          num_samples=num_samples, num_chains=num_chains, progress=progress)
+        workers, classes = spec
+        probs = mcmc.draw_label_probs(
+            lambda d, draw: workers.log_lik(d, as_state(workers, draw)),
+            lambda d, draw, _: classes.log_prior(d, as_state(classes, draw), classes.hyper),
+            data, hyper, draws)
         switched = 0.0
         if module in LATENT_CLASS_AXES:  # undo label switching: align every draw to EM
             draws, probs, perms = mcmc.relabel(draws, probs, start.label_probs,
                                                LATENT_CLASS_AXES[module])
             switched = float(np.mean(np.any(perms != np.arange(perms.shape[-1]), axis=-1)))
         diagnostics = mcmc.convergence(draws)
-        confusion = jax.vmap(jax.vmap(lambda d: module.MAP.confusion(d, annotations.n_classes)))(
+        confusion = jax.vmap(jax.vmap(lambda d: workers.confusion(
+            as_state(workers, d), annotations.n_classes)))(
             {k: jnp.asarray(v) for k, v in draws.items()})
         recorded.update(num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains,
                         seed=seed, hyper=jax.device_get(hyper), relabelled_draws=switched)
@@ -259,41 +261,33 @@ def nuts_runner(model_name: str, module, offset: float, one_coin_prior: bool = F
     return runner
 
 
-def _svi_run(model_name: str, model_fn, workers: WorkerPart, hyper: dict, init: dict,
-             annotations: Annotations, *, guide: str = "map", num_steps: int = 2000,
-             learning_rate: float = 0.05, batch_items: int | None = None, seed: int = 0,
-             recorded: dict) -> Posterior:
-    """SVI on a NumPyro model, then the shared E-step with the fitted parameters."""
-    params, losses, chunks = svi_engine.svi(model_fn, annotations, hyper, init, guide=guide,
-                                            num_steps=num_steps, learning_rate=learning_rate,
-                                            batch_items=batch_items, seed=seed)
-    classes = label_prior.clamp(label_prior.FIXED if "prior_logits" in hyper else label_prior.MAP)
+def _svi_run(model_name: str, model_fn, spec: Spec, hyper: dict, init: dict,
+             annotations: Annotations, options: SviOptions, *, recorded: dict) -> Posterior:
+    """SVI on a NumPyro model (``hyper``: its dict) with the SVI ``options``, then the E-step of
+    ``spec``'s parts with the fitted parameters."""
+    params, losses, chunks = svi_engine.svi(model_fn, annotations, hyper, init,
+                                            **dataclasses.asdict(options))
     if chunks is None:
         data = annotations.to_device()
-        log_q, _ = label_posterior(data, workers.log_lik(data, params),
-                                   classes.log_prior(data, params, hyper))
+        log_q, _ = label_posterior(data, *svi_engine.e_step_terms(spec, data, params))
         label_probs = np.exp(np.asarray(log_q, dtype=np.float64))
     else:
-        label_probs = svi_engine.chunked_label_probs(chunks, workers.log_lik, classes.log_prior,
-                                                     params, hyper).astype(np.float64)
-    recorded.update(guide=guide, num_steps=num_steps, learning_rate=learning_rate,
-                    batch_items=batch_items, seed=seed, hyper=jax.device_get(hyper))
+        label_probs = svi_engine.chunked_label_probs(chunks, spec, params).astype(np.float64)
+    recorded.update(**dataclasses.asdict(options), hyper=jax.device_get(hyper))
     return Posterior(
         annotations=annotations,
         model=model_name,
         method="svi",
         label_probs=label_probs,
-        confusion=np.asarray(workers.confusion(params, annotations.n_classes)),
+        confusion=np.asarray(spec.workers.confusion(as_state(spec.workers, params),
+                                                    annotations.n_classes)),
         class_prior=None if "prior_logits" in hyper else np.asarray(params["class_prior"]),
         history=-losses,
-        n_iter=int(num_steps),
+        n_iter=int(options.num_steps),
         converged=bool(np.isfinite(losses[-1])),
         params=jax.tree.map(np.asarray, params),
         options=recorded,
     )
-
-
-_SVI_OPTIONS = ("guide", "num_steps", "learning_rate", "batch_items", "seed")
 
 
 def svi_runner(model_name: str, module, offset: float, one_coin_prior: bool = False):
@@ -301,19 +295,21 @@ def svi_runner(model_name: str, module, offset: float, one_coin_prior: bool = Fa
     is never processed whole), from the prior mean, whose dominant diagonal anchors the labels."""
 
     def runner(annotations, **options) -> Posterior:
-        svi_options = {k: options.pop(k) for k in _SVI_OPTIONS if k in options}
-        hyper, recorded = _confusion_hyper(annotations, offset, one_coin_prior, **options)
-        if svi_options.get("batch_items") is not None and "gold_offset" in hyper:
+        options = dict(options)
+        svi = _group(SviOptions, options)
+        prior = PriorOptions(**options)
+        spec, recorded = _confusion_spec(annotations, "em", module.MAP, offset, one_coin_prior,
+                                         prior)
+        hyper = model_hyper(spec)
+        if svi.batch_items is not None and "gold_offset" in hyper:
             raise ValueError("minibatch SVI (batch_items=) cannot clamp gold labels: pass "
                              "use_gold=False, or fit without batch_items")
-        if svi_options.get("batch_items") is None:
-            em_hyper, _ = _confusion_hyper(annotations, 1.0, one_coin_prior, **options)
-            start = _run_loop(model_name, "em", module.MAP, em_hyper, annotations, options={})
-            init = {k: jnp.asarray(v) for k, v in start.params.items()}
+        if svi.batch_items is None:
+            init = _spec_params(em_start(model_name, module, one_coin_prior, annotations, prior))
         else:
             init = _prior_mean(annotations, hyper)
-        return _svi_run(model_name, module.model, module.MAP, hyper, init, annotations,
-                        recorded=recorded, **svi_options)
+        return _svi_run(model_name, module.model, spec, hyper, init, annotations, svi,
+                        recorded=recorded)
 
     return runner
 
@@ -340,28 +336,31 @@ def community_runner(annotations, *, method: str, communities: int = 3, deviatio
     base = priors.resolve(annotations, prior, strength, accuracy)
     if base.ndim == 3:
         raise ValueError("community BCC takes a prior shared by all workers, shape (K, K)")
-    hyper = _label_prior_hyper(annotations, 1.0 + class_prior, prior_logits)
-    hyper["community_prior"] = jnp.asarray(
-        np.broadcast_to(1.0 + base, (communities,) + base.shape), jnp.float32)
-    hyper["deviation"] = jnp.float32(deviation)
-    start = loop_runner("dawid_skene", "em", dawid_skene.MAP, 1.0)(
-        annotations, prior=prior, strength=strength, accuracy=accuracy, class_prior=class_prior,
-        prior_logits=prior_logits)
+    classes = label_prior_part(annotations, method if method == "vb" else "em", 1.0 + class_prior,
+                               prior_logits)
+    community_prior = jnp.asarray(np.broadcast_to(1.0 + base, (communities,) + base.shape),
+                                  jnp.float32)
+    prior_options = PriorOptions(prior, strength, accuracy, class_prior, prior_logits)
+    start = run_loop("dawid_skene", "em", _confusion_spec(
+        annotations, "em", dawid_skene.MAP, 1.0, False, prior_options)[0], annotations, options={})
     centres, sizes = community_bcc.kmeans(start.confusion, annotations.annotations_per_worker(),
                                           communities)
     recorded = dict(communities=communities, deviation=deviation, prior=prior, strength=strength,
                     class_prior=class_prior)
     if method == "vb":
-        hyper["community_init"] = jnp.asarray(centres, jnp.float32)
-        return _run_loop("community_bcc", "vb", community_bcc.VB, hyper, annotations,
-                         options=recorded, **engine_options)
+        spec = Spec(community_bcc.vb_part(community_prior, deviation, centres), classes)
+        return run_loop("community_bcc", "vb", spec, annotations, LoopOptions(**engine_options),
+                        options=recorded)
     init = {"confusion": jnp.asarray(start.confusion), "community_confusion": jnp.asarray(centres),
             "community_sizes": jnp.asarray(sizes)}
     if "class_prior" in start.params:
         init["class_prior"] = jnp.asarray(start.params["class_prior"])
     engine_options.setdefault("guide", "normal")  # the joint MAP of a hierarchy over-shrinks
-    post = _svi_run("community_bcc", community_bcc.model, dawid_skene.MAP, hyper, init,
-                    annotations, recorded=recorded, **engine_options)
+    spec = Spec(dawid_skene.MAP, classes)
+    hyper = {**model_hyper(spec), "community_prior": community_prior,
+             "deviation": jnp.float32(deviation)}
+    post = _svi_run("community_bcc", community_bcc.model, spec, hyper, init, annotations,
+                    SviOptions(**engine_options), recorded=recorded)
     post.params["memberships"] = np.asarray(community_bcc.memberships(post.params, deviation))
     return post
 
@@ -378,13 +377,13 @@ def glad_runner(annotations, *, alpha_mean: float = 1.0, alpha_scale: float = 1.
         raise ValueError("alpha_scale and beta_scale must be > 0")
     if class_prior is None and prior_logits is None:
         prior_logits = np.zeros((annotations.n_items, annotations.n_classes), np.float32)
-    hyper = _label_prior_hyper(annotations, 1.0 + (class_prior or 0.0), prior_logits)
-    hyper.update(alpha_mean=jnp.float32(alpha_mean), alpha_scale=jnp.float32(alpha_scale),
-                 beta_mean=jnp.float32(beta_mean), beta_scale=jnp.float32(beta_scale))
+    classes = label_prior_part(annotations, "em", 1.0 + (class_prior or 0.0), prior_logits)
+    workers = glad.map_part(glad.GladHyper(alpha_mean, alpha_scale, beta_mean, beta_scale),
+                            int(m_steps), float(learning_rate))
     recorded = dict(alpha_mean=alpha_mean, alpha_scale=alpha_scale, beta_mean=beta_mean,
                     beta_scale=beta_scale, class_prior=class_prior)
-    workers = glad.map_part(int(m_steps), float(learning_rate))
-    return _run_loop("glad", "em", workers, hyper, annotations, options=recorded, **options)
+    return run_loop("glad", "em", Spec(workers, classes), annotations, LoopOptions(**options),
+                    options=recorded)
 
 
 def majority_vote_runner(annotations, *, ties: str = "split") -> Posterior:
@@ -396,7 +395,7 @@ def majority_vote_runner(annotations, *, ties: str = "split") -> Posterior:
     q = majority_vote.soft(data)
     if ties == "first":
         q = jax.nn.one_hot(majority_vote.hard(data, "first"), annotations.n_classes)
-    q = label_prior.clamp_probs(q, _label_prior_hyper(annotations, 1.0, None))  # gold items
+    q = label_prior.clamp_probs(q, label_prior.gold_array(annotations.gold, annotations.n_classes))
     counts = priors.dirichlet_map(expected_confusion_counts(data, q), 0.01)
     q = np.asarray(q, dtype=np.float64)
     return Posterior(
@@ -411,3 +410,21 @@ def majority_vote_runner(annotations, *, ties: str = "split") -> Posterior:
         converged=True,
         options={"ties": ties},
     )
+
+
+#: The built-in models' engines (default first), named by :data:`crowdinfer.options.REGISTRY`.
+RUNNERS = {
+    "dawid_skene": {"em": loop_runner("dawid_skene", "em", dawid_skene.MAP, 1.0),
+                    "nuts": nuts_runner("dawid_skene", dawid_skene, 1.0),
+                    "svi": svi_runner("dawid_skene", dawid_skene, 1.0)},
+    "bcc": {"vb": loop_runner("bcc", "vb", dawid_skene.VB, 0.0),
+            "nuts": nuts_runner("bcc", dawid_skene, 0.0),
+            "svi": svi_runner("bcc", dawid_skene, 0.0)},
+    "one_coin": {"em": loop_runner("one_coin", "em", one_coin.MAP, 1.0, True),
+                 "nuts": nuts_runner("one_coin", one_coin, 1.0, True),
+                 "svi": svi_runner("one_coin", one_coin, 1.0, True)},
+    "community_bcc": {"vb": partial(community_runner, method="vb"),
+                      "svi": partial(community_runner, method="svi")},
+    "glad": {"em": glad_runner},
+    "majority_vote": {"vote": majority_vote_runner},
+}

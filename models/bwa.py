@@ -185,5 +185,7 @@ class BwaOptions(opts._Group):
     tol: float = opts._opt(1e-3, opts.number(0.0))
 
 
-opts.register("bwa", "em", BwaOptions,
-              description="Bayesian weighted average: answers averaged with learned worker precisions")
+opts.register("bwa", "em", BwaOptions)
+
+#: The engines of :data:`crowdinfer.options.REGISTRY`'s line ``"bwa"``.
+RUNNERS = {"bwa": {"em": runner}}

@@ -1,24 +1,29 @@
 """The label prior ``p(y_i)`` of every model, as interchangeable parts of the inference loop.
 
+:func:`part` chooses the part -- the one place where a model's label prior is decided:
+
 * ``MAP`` -- class proportions ``pi ~ Dirichlet(a)``, point estimate (EM), the mode
-  ``pi_k = (sum_i q_ik + a_k - 1) / (N + sum (a - 1))`` (needs ``a >= 1``).
+  ``pi_k = (sum_i q_ik + a_k - 1) / (N + sum (a - 1))`` (needs ``a >= 1``); state
+  :class:`ClassState` ``(class_prior)``.
 * ``VB`` -- the same prior with a variational ``q(pi) = Dirichlet(alpha)``,
-  ``alpha = a + sum_i q_i``; the E-step uses ``E[log pi]``; the objective is ``-KL``.
-* ``FIXED`` -- a per-item prior ``log p(y_i | x_i)`` given as logits (``hyper["prior_logits"]``),
-  from any outside model (seed 000 sec. 3.3: the classifier's prediction replaces ``p(y_i)``).
+  ``alpha = a + sum_i q_i``; the E-step uses ``E[log pi]``; the objective is ``-KL``; state
+  :class:`ClassAlphaState` ``(class_alpha)``.
+* ``FIXED`` -- a per-item prior ``log p(y_i | x_i)`` given as logits (:class:`FixedHyper`), from
+  any outside model (seed 000 sec. 3.3: the classifier's prediction replaces ``p(y_i)``); no state.
 
 The learned classifier prior (trained inside the loop) is in :mod:`crowdinfer.models.learned_prior`.
-``hyper["class_concentration"]`` holds ``a``.
+:class:`ProportionsHyper` holds ``a`` (``class_concentration``).
 
-Gold labels (semi-supervised inference): ``hyper["gold_offset"]`` (N, K), from :func:`gold_offset`,
-is added to any part's ``log p(y_i)`` -- 0 for the gold class of a gold item (and for every class
-of the other items), ``GOLD_LOG_PENALTY`` for the other classes of a gold item -- so that the E-step
-clamps gold items to their gold label and every log density becomes that of the annotations *and*
-the gold labels.  :func:`clamp` wraps a part, :func:`sample_log_prior` adds it in NumPyro models.
+Gold labels (semi-supervised inference): ``gold_offset`` (N, K) in a part's hyperparameters, from
+:func:`gold_offset`, is added to any part's ``log p(y_i)`` -- 0 for the gold class of a gold item
+(and for every class of the other items), ``GOLD_LOG_PENALTY`` for the other classes of a gold
+item -- so that the E-step clamps gold items to their gold label and every log density becomes that
+of the annotations *and* the gold labels.  :func:`with_gold` adds it, :func:`sample_log_prior` adds
+it in NumPyro models (whose ``hyper`` is a dict, :func:`crowdinfer.inference.loop.model_hyper`).
 """
 from __future__ import annotations
 
-from functools import lru_cache
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -32,9 +37,36 @@ from crowdinfer.inference.loop import ClassPart
 
 from .priors import dirichlet_map
 
+__all__ = ["ProportionsHyper", "FixedHyper", "ClassState", "ClassAlphaState", "NoState", "MAP",
+           "VB", "FIXED", "part", "gold_offset", "with_gold", "clamp_probs", "sample_log_prior",
+           "dirichlet_expected_log", "distribution", "gold_array"]
+
+
+class ProportionsHyper(NamedTuple):
+    class_concentration: jax.Array  # a, (K,)
+    gold_offset: jax.Array | None = None  # (N, K), see gold_offset
+
+
+class FixedHyper(NamedTuple):
+    prior_logits: jax.Array  # (N, K) fixed log p(y_i | x_i) up to a constant
+    gold_offset: jax.Array | None = None
+
+
+class ClassState(NamedTuple):
+    class_prior: jax.Array  # (K,) the MAP class proportions
+
+
+class ClassAlphaState(NamedTuple):
+    class_alpha: jax.Array  # (K,) q(pi) = Dirichlet(class_alpha)
+
+
+class NoState(NamedTuple):
+    """The state of a part with nothing to learn."""
+
 
 def distribution(hyper) -> dist.Dirichlet:
-    return dist.Dirichlet(jnp.asarray(hyper["class_concentration"]), validate_args=False)
+    conc = hyper["class_concentration"] if isinstance(hyper, dict) else hyper.class_concentration
+    return dist.Dirichlet(jnp.asarray(conc), validate_args=False)
 
 
 GOLD_LOG_PENALTY = -1e6  # log p(y_i = k) added for the non-gold classes of a gold item
@@ -51,36 +83,35 @@ def gold_offset(gold: np.ndarray, n_classes: int) -> np.ndarray:
     return offset
 
 
-def with_gold(log_prior, hyper):
-    """``log_prior`` ((K,) or (N, K)) plus the gold offset when ``hyper`` has one."""
-    if "gold_offset" in hyper:
-        return log_prior + hyper["gold_offset"]
-    return log_prior
+def gold_array(gold, n_classes: int):
+    """The gold offset of ``gold`` codes (``None``, or no code >= 0: ``None``)."""
+    if gold is None or not (np.asarray(gold) >= 0).any():
+        return None
+    return jnp.asarray(gold_offset(gold, n_classes))
 
 
-def clamp_probs(probs, hyper):
-    """Label probabilities (N, K) with gold items set to their gold label (the loop's start)."""
-    if "gold_offset" not in hyper:
+def with_gold(log_prior, offset):
+    """``log_prior`` ((K,) or (N, K)) plus the gold ``offset`` (``None``: unchanged)."""
+    return log_prior if offset is None else log_prior + offset
+
+
+def clamp_probs(probs, offset):
+    """Label probabilities (N, K) with gold items set to their gold label (the loop's start);
+    ``offset`` is a gold offset or ``None``."""
+    if offset is None:
         return probs
-    offset = hyper["gold_offset"]
     is_gold = jnp.any(offset < 0, axis=-1, keepdims=True)
     return jnp.where(is_gold, (offset == 0).astype(probs.dtype), probs)
 
 
-@lru_cache(maxsize=None)
-def clamp(part: ClassPart) -> ClassPart:
-    """``part`` with the gold offset added to its log prior (cached: one compiled loop per part)."""
-    inner = part.log_prior
-    return part._replace(
-        log_prior=lambda data, params, hyper: with_gold(inner(data, params, hyper), hyper))
-
-
-def sample_log_prior(hyper):
+def sample_log_prior(hyper: dict):
     """Inside a NumPyro model: the log label prior, (K,) or (N, K), sampling ``class_prior`` unless
     ``hyper`` carries ``prior_logits``; gold items clamped when ``hyper`` has ``gold_offset``."""
     if "prior_logits" in hyper:
-        return with_gold(jax.nn.log_softmax(hyper["prior_logits"], axis=-1), hyper)
-    return with_gold(jnp.log(numpyro.sample("class_prior", distribution(hyper))), hyper)
+        return with_gold(jax.nn.log_softmax(hyper["prior_logits"], axis=-1),
+                         hyper.get("gold_offset"))
+    return with_gold(jnp.log(numpyro.sample("class_prior", distribution(hyper))),
+                     hyper.get("gold_offset"))
 
 
 def dirichlet_expected_log(alpha):
@@ -88,34 +119,52 @@ def dirichlet_expected_log(alpha):
     return digamma(alpha) - digamma(alpha.sum(-1, keepdims=True))
 
 
-def _uniform(data, hyper):
-    return jnp.full((data.n_classes,), 1.0 / data.n_classes)
-
-
 MAP = ClassPart(
-    init=lambda data, hyper: {"class_prior": _uniform(data, hyper)},
-    update=lambda data, q, hyper, params: {
-        "class_prior": dirichlet_map(q.sum(0), hyper["class_concentration"] - 1.0)
-    },
-    log_prior=lambda data, params, hyper: jnp.log(params["class_prior"]),
-    objective=lambda params, hyper: distribution(hyper).log_prob(params["class_prior"]),
-    proportions=lambda params: params["class_prior"],
+    hyper=None,
+    state=ClassState,
+    init=lambda data, hyper: ClassState(jnp.full((data.n_classes,), 1.0 / data.n_classes)),
+    update=lambda data, q, hyper, state: ClassState(
+        dirichlet_map(q.sum(0), hyper.class_concentration - 1.0)),
+    log_prior=lambda data, state, hyper: with_gold(jnp.log(state.class_prior), hyper.gold_offset),
+    objective=lambda state, hyper: distribution(hyper).log_prob(state.class_prior),
+    proportions=lambda state: state.class_prior,
 )
 
 VB = ClassPart(
-    init=lambda data, hyper: {"class_alpha": jnp.asarray(hyper["class_concentration"])},
-    update=lambda data, q, hyper, params: {"class_alpha": hyper["class_concentration"] + q.sum(0)},
-    log_prior=lambda data, params, hyper: dirichlet_expected_log(params["class_alpha"]),
-    objective=lambda params, hyper: -kl_divergence(
-        dist.Dirichlet(params["class_alpha"]), distribution(hyper)
-    ),
-    proportions=lambda params: params["class_alpha"] / params["class_alpha"].sum(),
+    hyper=None,
+    state=ClassAlphaState,
+    init=lambda data, hyper: ClassAlphaState(jnp.asarray(hyper.class_concentration)),
+    update=lambda data, q, hyper, state: ClassAlphaState(hyper.class_concentration + q.sum(0)),
+    log_prior=lambda data, state, hyper: with_gold(dirichlet_expected_log(state.class_alpha),
+                                                   hyper.gold_offset),
+    objective=lambda state, hyper: -kl_divergence(
+        dist.Dirichlet(state.class_alpha), distribution(hyper)),
+    proportions=lambda state: state.class_alpha / state.class_alpha.sum(),
 )
 
 FIXED = ClassPart(
-    init=lambda data, hyper: {},
-    update=lambda data, q, hyper, params: {},
-    log_prior=lambda data, params, hyper: jax.nn.log_softmax(hyper["prior_logits"], axis=-1),
-    objective=lambda params, hyper: jnp.zeros(()),
-    proportions=lambda params: None,
+    hyper=None,
+    state=NoState,
+    init=lambda data, hyper: NoState(),
+    update=lambda data, q, hyper, state: state,
+    log_prior=lambda data, state, hyper: with_gold(
+        jax.nn.log_softmax(hyper.prior_logits, axis=-1), hyper.gold_offset),
+    objective=lambda state, hyper: jnp.zeros(()),
+    proportions=lambda state: None,
 )
+
+
+def part(method: str, n_classes: int | None = None, *, concentration=1.0, logits=None,
+         gold=None) -> ClassPart:
+    """The label-prior part of a model run by ``method`` ("em" or "vb"), with its hyperparameters:
+    ``FIXED`` with ``logits`` (N, K) if given, else the class proportions (``MAP`` for EM, ``VB``
+    for VB) with Dirichlet concentration ``concentration`` (a number or (K,)).  ``gold``: (N,) gold
+    codes (negative: none), clamped through the gold offset."""
+    if logits is not None:
+        logits = jnp.asarray(logits, jnp.float32)
+        n_classes = logits.shape[-1]
+    offset = None if gold is None else gold_array(gold, n_classes)
+    if logits is not None:
+        return FIXED.with_hyper(FixedHyper(logits, offset))
+    conc = jnp.broadcast_to(jnp.asarray(concentration, jnp.float32), (n_classes,))
+    return {"em": MAP, "vb": VB}[method].with_hyper(ProportionsHyper(conc, offset))

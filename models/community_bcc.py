@@ -31,21 +31,43 @@ worker, then farthest points), so that the result does not depend on how workers
 ordered (a random start over the worker order used to flip labels when workers were renamed).
 
 ``hyper``: ``community_prior`` (beta, (C, K, K) -- its first axis sets the number of communities),
-``deviation`` (s), ``community_init`` (VB), and ``class_concentration`` (a) or ``prior_logits``.
+``deviation`` (s), ``community_init`` (VB), and ``class_concentration`` (a) or ``prior_logits``
+(the NumPyro model's dict; the VB part ``vb_part(prior, deviation, init)`` carries
+:class:`CommunityHyper`, its state is :class:`CommunityState`).
 """
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
+from jax.scipy.special import gammaln
+from numpyro.distributions.kl import kl_divergence
 
 from crowdinfer.annotations import CrowdData
 from crowdinfer.inference.loop import WorkerPart
-from crowdinfer.ops import gather_log_confusion, label_posterior, observe
+from crowdinfer.ops import expected_confusion_counts
 
 from . import class_prior
+from .dawid_skene import dirichlet_part, observe_confusion
+
+
+class CommunityHyper(NamedTuple):
+    community_prior: jax.Array  # beta, (C, K, K)
+    deviation: jax.Array  # s
+    community_init: jax.Array  # (C, K, K) the starting community confusions
+
+
+class CommunityState(NamedTuple):
+    confusion_alpha: jax.Array  # (M, K, K) q(theta_j)
+    community_confusion: jax.Array  # (C, K, K) kappa
+    community_sizes: jax.Array  # (C,) h
+    memberships: jax.Array  # (M, C) q(m_j = c)
+    prior_alpha: jax.Array  # (M, K, K) the prior of q(theta_j) at the last update
+    private = ("prior_alpha",)
 
 
 def _worker_prior(kappa, h, deviation):
@@ -64,9 +86,7 @@ def model(data: CrowdData, hyper: dict):
         kappa = numpyro.sample("community_confusion", dist.Dirichlet(beta))
     with numpyro.plate("worker", data.n_workers):
         confusion = numpyro.sample("confusion", _worker_prior(kappa, h, hyper["deviation"]))
-    log_prior = class_prior.sample_log_prior(hyper)
-    _, evidence = label_posterior(data, gather_log_confusion(data, jnp.log(confusion)), log_prior)
-    observe(evidence, hyper)
+    observe_confusion(data, confusion, hyper)
 
 
 def memberships(params: dict, deviation: float) -> jax.Array:
@@ -79,8 +99,6 @@ def memberships(params: dict, deviation: float) -> jax.Array:
 # ------------------------------------------------------------------ variational Bayes part
 def _community_log_density(alpha, kappa, deviation):
     """``E_q(theta_j)[log Dir(theta_j; s kappa_c)]`` for every worker and community, (M, C)."""
-    from jax.scipy.special import gammaln
-
     a = deviation * kappa  # (C, K, K)
     e_log = class_prior.dirichlet_expected_log(alpha)  # (M, K, K)
     norm = (gammaln(a.sum(-1)) - gammaln(a).sum(-1)).sum(-1)  # (C,)
@@ -88,56 +106,51 @@ def _community_log_density(alpha, kappa, deviation):
     return norm[None, :] + cross
 
 
-def _vb_update(data, q, hyper, params):
-    from crowdinfer.ops import expected_confusion_counts
-
+def _vb_update(data, q, hyper, state):
     counts = expected_confusion_counts(data, q)  # (M, K, K)
-    s = hyper["deviation"]
-    kappa, h = params["community_confusion"], params["community_sizes"]
-    log_r = jnp.log(h)[None, :] + _community_log_density(params["confusion_alpha"], kappa, s)
+    s = hyper.deviation
+    kappa, h = state.community_confusion, state.community_sizes
+    log_r = jnp.log(h)[None, :] + _community_log_density(state.confusion_alpha, kappa, s)
     r = jax.nn.softmax(log_r, axis=-1)  # q(m_j = c)
     prior = jnp.einsum("mc,ckl->mkl", r, s * kappa)
-    pooled = jnp.einsum("mc,mkl->ckl", r, counts) + hyper["community_prior"]
-    return {
-        "confusion_alpha": prior + counts,
-        "community_confusion": pooled / pooled.sum(-1, keepdims=True),
-        "community_sizes": (r.sum(0) + 1.0) / (r.shape[0] + r.shape[1]),
-        "memberships": r,
-        "_prior_alpha": prior,
-    }
+    pooled = jnp.einsum("mc,mkl->ckl", r, counts) + hyper.community_prior
+    return CommunityState(
+        confusion_alpha=prior + counts,
+        community_confusion=pooled / pooled.sum(-1, keepdims=True),
+        community_sizes=(r.sum(0) + 1.0) / (r.shape[0] + r.shape[1]),
+        memberships=r,
+        prior_alpha=prior,
+    )
 
 
-def _vb_objective(params, hyper):
-    from numpyro.distributions.kl import kl_divergence
-
+def _vb_objective(state, hyper):
     return -kl_divergence(
-        dist.Dirichlet(params["confusion_alpha"]), dist.Dirichlet(params["_prior_alpha"])
+        dist.Dirichlet(state.confusion_alpha), dist.Dirichlet(state.prior_alpha)
     ).sum()
 
 
 def _vb_init(data, hyper):
-    k, c = data.n_classes, hyper["community_init"].shape[0]
-    prior = jnp.broadcast_to(hyper["deviation"] * hyper["community_init"].mean(0),
+    k, c = data.n_classes, hyper.community_init.shape[0]
+    prior = jnp.broadcast_to(hyper.deviation * hyper.community_init.mean(0),
                              (data.n_workers, k, k))
-    return {
-        "confusion_alpha": prior,
-        "community_confusion": hyper["community_init"],
-        "community_sizes": jnp.full((c,), 1.0 / c),
-        "memberships": jnp.full((data.n_workers, c), 1.0 / c),
-        "_prior_alpha": prior,
-    }
+    return CommunityState(
+        confusion_alpha=prior,
+        community_confusion=hyper.community_init,
+        community_sizes=jnp.full((c,), 1.0 / c),
+        memberships=jnp.full((data.n_workers, c), 1.0 / c),
+        prior_alpha=prior,
+    )
 
 
-VB = WorkerPart(
-    init=_vb_init,
-    update=_vb_update,
-    log_lik=lambda data, params: gather_log_confusion(
-        data, class_prior.dirichlet_expected_log(params["confusion_alpha"])
-    ),
-    objective=_vb_objective,
-    confusion=lambda params, n_classes: params["confusion_alpha"]
-    / params["confusion_alpha"].sum(-1, keepdims=True),
-)
+VB = dirichlet_part(CommunityState, _vb_init, _vb_update, _vb_objective)
+
+
+def vb_part(community_prior, deviation, community_init) -> WorkerPart:
+    """The VB part: prior ``community_prior`` (beta, (C, K, K)), ``deviation`` s, and the starting
+    communities ``community_init`` (C, K, K)."""
+    return VB.with_hyper(CommunityHyper(jnp.asarray(community_prior, jnp.float32),
+                                        jnp.float32(deviation),
+                                        jnp.asarray(community_init, jnp.float32)))
 
 
 # ------------------------------------------------------------------ initial communities

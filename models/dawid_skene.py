@@ -10,21 +10,26 @@ Generative story, with the true label marginalised::
     log p(Z, theta, pi) = log Dir(pi) + sum_{j,k} log Dir(theta[j, k])
                           + sum_i logsumexp_k (log pi_k + sum_{n: i_n = i} log theta[w_n, k, z_n])
 
-``hyper`` is a dict of Dirichlet concentrations: ``confusion`` (alpha, shape (K, K) or (M, K, K)),
-and either ``class_concentration`` (a, (K,)) or ``prior_logits`` ((N, K): a learned classifier
-``p(y_i | x_i)`` or any outside model; the class proportions are then not used).
+The NumPyro model's ``hyper`` is a dict of Dirichlet concentrations: ``confusion`` (alpha, shape
+(K, K) or (M, K, K)), and either ``class_concentration`` (a, (K,)) or ``prior_logits`` ((N, K): a
+learned classifier ``p(y_i | x_i)`` or any outside model; the class proportions are then not used).
+The loop's parts carry their own typed hyperparameters (:class:`ConfusionHyper`; the label prior's
+from :func:`crowdinfer.models.class_prior.part`).
 
-Inference parts:
+Inference parts (factories: ``map_part(alpha)``, ``vb_part(alpha)``):
 
-* ``MAP`` (EM, seed 000 eq. 2): the mode ``theta[j, k, l] = (C[j, k, l] + alpha[j, k, l] - 1) /
+* ``map_part`` (EM, seed 000 eq. 2), state :class:`ConfusionState`: the mode ``theta[j, k, l] = (C[j, k, l] + alpha[j, k, l] - 1) /
   sum_l (...)``, ``C`` the expected counts under the label posterior.  ``crowdinfer.fit`` passes
   ``alpha = 1 + beta`` so that prior pseudo-counts ``beta`` simply add to the counts.
-* ``VB`` -- mean-field variational Bayes, ``q(theta[j, k]) = Dirichlet(alpha[j, k] + C[j, k])``,
+* ``vb_part`` -- mean-field variational Bayes, state :class:`DirichletState`, ``q(theta[j, k]) = Dirichlet(alpha[j, k] + C[j, k])``,
   the E-step using ``E[log theta]``.  This fully Bayesian treatment is Kim & Ghahramani's
   independent Bayesian classifier combination (IBCC; ``fit(model="bcc")``, ``alpha = beta``).
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
+import jax
 import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
@@ -42,13 +47,37 @@ from crowdinfer.ops import (
 from . import class_prior
 from .priors import dirichlet_map
 
+__all__ = ["ConfusionHyper", "ConfusionState", "DirichletState", "MAP", "VB", "map_part",
+           "vb_part", "model", "observe_confusion", "confusion_distribution", "vb_log_lik",
+           "vb_confusion", "dirichlet_part"]
+
+
+class ConfusionHyper(NamedTuple):
+    confusion: jax.Array  # the Dirichlet concentration alpha, (K, K) or (M, K, K)
+
+
+class ConfusionState(NamedTuple):
+    confusion: jax.Array  # (M, K, K) theta, the MAP estimate
+
+
+class DirichletState(NamedTuple):
+    confusion_alpha: jax.Array  # (M, K, K): q(theta[j, k]) = Dirichlet(confusion_alpha[j, k])
+
 
 def confusion_distribution(hyper, n_workers: int) -> dist.Dirichlet:
-    beta = jnp.asarray(hyper["confusion"])  # the concentration alpha
+    beta = jnp.asarray(hyper["confusion"] if isinstance(hyper, dict) else hyper.confusion)
     k = beta.shape[-1]
     # validate_args=False: this log density runs inside every EM iteration; its support checks
     # doubled the compile time of the online update (experiments/benchmarks/online_speed.md)
     return dist.Dirichlet(jnp.broadcast_to(beta, (n_workers, k, k)), validate_args=False)
+
+
+def observe_confusion(data: CrowdData, confusion: jax.Array, hyper: dict) -> None:
+    """Inside a NumPyro model: the annotations' factor given every worker's confusion (M, K, K),
+    the label prior sampled (or fixed) from ``hyper`` -- shared by every confusion model."""
+    log_prior = class_prior.sample_log_prior(hyper)
+    _, evidence = label_posterior(data, gather_log_confusion(data, jnp.log(confusion)), log_prior)
+    observe(evidence, hyper)
 
 
 def model(data: CrowdData, hyper: dict):
@@ -57,59 +86,77 @@ def model(data: CrowdData, hyper: dict):
         "true_class", data.n_classes, dim=-1
     ):
         confusion = numpyro.sample("confusion", confusion_distribution(hyper, data.n_workers))
-    log_prior = class_prior.sample_log_prior(hyper)
-    _, evidence = label_posterior(data, gather_log_confusion(data, jnp.log(confusion)), log_prior)
-    observe(evidence, hyper)
+    observe_confusion(data, confusion, hyper)
 
 
-def _init(data, hyper):
-    k = data.n_classes
-    return {"confusion": jnp.full((data.n_workers, k, k), 1.0 / k)}
-
-
-def _map_from_counts(counts, hyper, params):
-    return {"confusion": dirichlet_map(counts, hyper["confusion"] - 1.0)}
+def _map_from_counts(counts, hyper, state):
+    return ConfusionState(dirichlet_map(counts, hyper.confusion - 1.0))
 
 
 MAP = WorkerPart(
-    init=_init,
-    update=lambda data, q, hyper, params: _map_from_counts(
-        expected_confusion_counts(data, q), hyper, params),
-    log_lik=lambda data, params: gather_log_confusion(data, jnp.log(params["confusion"])),
-    objective=lambda params, hyper: confusion_distribution(hyper, params["confusion"].shape[0])
-    .log_prob(params["confusion"])
+    hyper=None,
+    state=ConfusionState,
+    init=lambda data, hyper: ConfusionState(
+        jnp.full((data.n_workers, data.n_classes, data.n_classes), 1.0 / data.n_classes)),
+    update=lambda data, q, hyper, state: _map_from_counts(
+        expected_confusion_counts(data, q), hyper, state),
+    log_lik=lambda data, state: gather_log_confusion(data, jnp.log(state.confusion)),
+    objective=lambda state, hyper: confusion_distribution(hyper, state.confusion.shape[0])
+    .log_prob(state.confusion)
     .sum(),
-    confusion=lambda params, n_classes: params["confusion"],
+    confusion=lambda state, n_classes: state.confusion,
     statistics=expected_confusion_counts,
     from_statistics=_map_from_counts,
-    expected_likelihood=lambda counts, params: jnp.sum(counts * params["confusion"]),
+    expected_likelihood=lambda counts, state: jnp.sum(counts * state.confusion),
 )
 
 
-def _vb_from_counts(counts, hyper, params):
-    return {"confusion_alpha": hyper["confusion"] + counts}
+def map_part(confusion) -> WorkerPart:
+    """The EM part with Dirichlet concentration ``confusion`` (alpha: (K, K) or (M, K, K))."""
+    return MAP.with_hyper(ConfusionHyper(jnp.asarray(confusion, jnp.float32)))
 
 
-def _vb_update(data, q, hyper, params):
-    return _vb_from_counts(expected_confusion_counts(data, q), hyper, params)
+def vb_log_lik(data: CrowdData, state) -> jax.Array:
+    """``G[n, k] = E_q[log theta[w_n, k, z_n]]`` for any state with ``confusion_alpha``."""
+    return gather_log_confusion(data, class_prior.dirichlet_expected_log(state.confusion_alpha))
+
+
+def vb_confusion(state, n_classes: int) -> jax.Array:
+    """The mean confusion under ``q(theta) = Dirichlet(state.confusion_alpha)``."""
+    return state.confusion_alpha / state.confusion_alpha.sum(-1, keepdims=True)
+
+
+def dirichlet_part(state: type, init, update, objective) -> WorkerPart:
+    """A worker part whose state holds a Dirichlet posterior ``confusion_alpha`` (M, K, K) of every
+    confusion row -- community BCC, hierarchical Dawid-Skene: the E-step and the reported
+    confusion are IBCC's, only the prior (``init``, ``update``, ``objective``) differs."""
+    return WorkerPart(None, state, init, update, vb_log_lik, objective, vb_confusion)
+
+
+def _vb_from_counts(counts, hyper, state):
+    return DirichletState(hyper.confusion + counts)
 
 
 VB = WorkerPart(
-    init=lambda data, hyper: {
-        "confusion_alpha": confusion_distribution(hyper, data.n_workers).concentration
-    },
-    update=_vb_update,
-    log_lik=lambda data, params: gather_log_confusion(
-        data, class_prior.dirichlet_expected_log(params["confusion_alpha"])
-    ),
-    objective=lambda params, hyper: -kl_divergence(
-        dist.Dirichlet(params["confusion_alpha"]),
-        confusion_distribution(hyper, params["confusion_alpha"].shape[0]),
+    hyper=None,
+    state=DirichletState,
+    init=lambda data, hyper: DirichletState(
+        confusion_distribution(hyper, data.n_workers).concentration),
+    update=lambda data, q, hyper, state: _vb_from_counts(
+        expected_confusion_counts(data, q), hyper, state),
+    log_lik=vb_log_lik,
+    objective=lambda state, hyper: -kl_divergence(
+        dist.Dirichlet(state.confusion_alpha),
+        confusion_distribution(hyper, state.confusion_alpha.shape[0]),
     ).sum(),
-    confusion=lambda params, n_classes: params["confusion_alpha"]
-    / params["confusion_alpha"].sum(-1, keepdims=True),
+    confusion=vb_confusion,
     statistics=expected_confusion_counts,
     from_statistics=_vb_from_counts,
-    expected_likelihood=lambda counts, params: jnp.sum(
-        counts * jnp.exp(class_prior.dirichlet_expected_log(params["confusion_alpha"]))),
+    expected_likelihood=lambda counts, state: jnp.sum(
+        counts * jnp.exp(class_prior.dirichlet_expected_log(state.confusion_alpha))),
 )
+
+
+def vb_part(confusion) -> WorkerPart:
+    """The VB (IBCC) part with prior concentration ``confusion`` (alpha: (K, K) or (M, K, K))."""
+    return VB.with_hyper(ConfusionHyper(jnp.asarray(confusion, jnp.float32)))

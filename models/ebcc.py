@@ -27,6 +27,7 @@ over their 17 datasets.
 from __future__ import annotations
 
 import dataclasses
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -42,11 +43,39 @@ from crowdinfer.ops import label_posterior, observe
 
 from .class_prior import dirichlet_expected_log
 
-__all__ = ["PRIOR", "VB", "EbccOptions", "gather", "model", "runner", "subtype_counts"]
+__all__ = ["PRIOR", "VB", "EbccOptions", "PriorHyper", "PriorState", "SubtypeState",
+           "WorkerHyper", "gather", "model", "runner", "spec", "subtype_counts"]
+
+
+class WorkerHyper(NamedTuple):
+    a_v: jax.Array  # beta_k = b_v + (a_v - b_v) e_k
+    b_v: jax.Array
+    subtypes: jax.Array  # a placeholder of length M (the number of subtypes, static by its shape)
+
+
+class PriorHyper(NamedTuple):
+    alpha: jax.Array  # class concentration (K,) or scalar
+    a_pi: jax.Array  # subtype concentration a_pi / M
+    subtypes: jax.Array
+    gold_offset: jax.Array | None = None  # (N, K), see class_prior.gold_offset
+
+
+class SubtypeState(NamedTuple):
+    confusion_alpha: jax.Array  # (W, K*M, K) q(v)
+
+
+class PriorState(NamedTuple):
+    class_alpha: jax.Array  # (K,) q(tau)
+    subtype_alpha: jax.Array  # (K, M) q(pi)
+
+
+def _as_dict(hyper) -> dict:
+    return hyper if isinstance(hyper, dict) else hyper._asdict()
 
 
 def _beta(hyper, n_classes):
     """The prior rows ``beta_k`` (K, K): ``a_v`` on the diagonal, ``b_v`` elsewhere."""
+    hyper = _as_dict(hyper)
     return jnp.eye(n_classes) * (hyper["a_v"] - hyper["b_v"]) + hyper["b_v"]
 
 
@@ -57,11 +86,13 @@ def _worker_prior(hyper, n_workers, n_classes, n_subtypes):
 
 
 def _subtype_prior(hyper, n_classes, n_subtypes):
+    hyper = _as_dict(hyper)
     return dist.Dirichlet(jnp.full((n_classes, n_subtypes), hyper["a_pi"] / n_subtypes),
                           validate_args=False)
 
 
 def _class_prior(hyper, n_classes):
+    hyper = _as_dict(hyper)
     return dist.Dirichlet(jnp.broadcast_to(hyper["alpha"], (n_classes,)), validate_args=False)
 
 
@@ -82,8 +113,9 @@ def _log_prior(log_tau, log_pi, hyper):
     """log p(y = k, g = m) flattened to (K*M,), gold items clamped to their class's subtypes."""
     k, m = log_pi.shape
     flat = (log_tau[:, None] + log_pi).reshape(k * m)
-    if "gold_offset" in hyper:
-        return flat + jnp.repeat(hyper["gold_offset"], m, axis=-1)
+    offset = _as_dict(hyper).get("gold_offset")
+    if offset is not None:
+        return flat + jnp.repeat(offset, m, axis=-1)
     return flat
 
 
@@ -104,11 +136,12 @@ def model(data: CrowdData, hyper: dict):
 def _m(hyper) -> int:
     """The number of subtypes, static: the length of ``hyper["subtypes"]`` (a placeholder array,
     so that it survives ``jit``)."""
-    return hyper["subtypes"].shape[-1]
+    return _as_dict(hyper)["subtypes"].shape[-1]
 
 
 def _report_confusion(params, n_classes):
-    """(M, K, K): each worker's confusion averaged over subtypes with the mean subtype weights."""
+    """(M, K, K): each worker's confusion averaged over subtypes with the mean subtype weights
+    (``params``: both parts' parameters, a dict)."""
     alpha = params["confusion_alpha"]
     w, km, k = alpha.shape
     mean = (alpha / alpha.sum(-1, keepdims=True)).reshape(w, k, km // k, k)
@@ -116,52 +149,63 @@ def _report_confusion(params, n_classes):
     return jnp.einsum("jkml,km->jkl", mean, pi)
 
 
-def _worker_kl(params, hyper):
-    alpha = params["confusion_alpha"]
+def _worker_kl(state, hyper):
+    alpha = state.confusion_alpha
     w, km, k = alpha.shape
     return kl_divergence(dist.Dirichlet(alpha), _worker_prior(hyper, w, k, km // k)).sum()
 
 
 VB = WorkerPart(
-    init=lambda data, hyper: {"confusion_alpha": _worker_prior(
-        hyper, data.n_workers, data.n_classes, _m(hyper)).concentration},
-    update=lambda data, q, hyper, params: {"confusion_alpha": _worker_prior(
+    hyper=None,
+    state=SubtypeState,
+    init=lambda data, hyper: SubtypeState(_worker_prior(
+        hyper, data.n_workers, data.n_classes, _m(hyper)).concentration),
+    update=lambda data, q, hyper, state: SubtypeState(_worker_prior(
         hyper, data.n_workers, data.n_classes, q.shape[-1] // data.n_classes).concentration
-        + subtype_counts(data, q)},
-    log_lik=lambda data, params: gather(data, dirichlet_expected_log(params["confusion_alpha"])),
-    objective=lambda params, hyper: -_worker_kl(params, hyper),
-    confusion=_report_confusion,
+        + subtype_counts(data, q)),
+    log_lik=lambda data, state: gather(data, dirichlet_expected_log(state.confusion_alpha)),
+    objective=lambda state, hyper: -_worker_kl(state, hyper),
+    # subtypes weighted alike (the runner reports them weighted by q(pi): _report_confusion)
+    confusion=lambda state, n_classes: (state.confusion_alpha / state.confusion_alpha.sum(
+        -1, keepdims=True)).reshape(state.confusion_alpha.shape[0], n_classes, -1,
+                                    n_classes).mean(2),
 )
 
 
-def _prior_update(data, q, hyper, params):
+def _prior_update(data, q, hyper, state):
     k = data.n_classes
     by_pair = q.sum(0).reshape(k, -1)  # (K, M) expected items per (class, subtype)
-    return {"class_alpha": hyper["alpha"] + by_pair.sum(-1),
-            "subtype_alpha": hyper["a_pi"] / by_pair.shape[-1] + by_pair}
+    return PriorState(hyper.alpha + by_pair.sum(-1), hyper.a_pi / by_pair.shape[-1] + by_pair)
 
 
-def _prior_objective(params, hyper):
-    k, m = params["subtype_alpha"].shape
-    return -(kl_divergence(dist.Dirichlet(params["class_alpha"]), _class_prior(hyper, k))
-             + kl_divergence(dist.Dirichlet(params["subtype_alpha"]),
+def _prior_objective(state, hyper):
+    k, m = state.subtype_alpha.shape
+    return -(kl_divergence(dist.Dirichlet(state.class_alpha), _class_prior(hyper, k))
+             + kl_divergence(dist.Dirichlet(state.subtype_alpha),
                              _subtype_prior(hyper, k, m)).sum())
 
 
 PRIOR = ClassPart(
-    init=lambda data, hyper: {
-        "class_alpha": jnp.broadcast_to(hyper["alpha"], (data.n_classes,)),
-        "subtype_alpha": jnp.full((data.n_classes, _m(hyper)),
-                                  hyper["a_pi"] / _m(hyper))},
+    hyper=None,
+    state=PriorState,
+    init=lambda data, hyper: PriorState(
+        jnp.broadcast_to(hyper.alpha, (data.n_classes,)),
+        jnp.full((data.n_classes, _m(hyper)), hyper.a_pi / _m(hyper))),
     update=_prior_update,
-    log_prior=lambda data, params, hyper: _log_prior(
-        dirichlet_expected_log(params["class_alpha"]),
-        dirichlet_expected_log(params["subtype_alpha"]), hyper),
+    log_prior=lambda data, state, hyper: _log_prior(
+        dirichlet_expected_log(state.class_alpha),
+        dirichlet_expected_log(state.subtype_alpha), hyper),
     objective=_prior_objective,
-    proportions=lambda params: params["class_alpha"] / params["class_alpha"].sum(),
+    proportions=lambda state: state.class_alpha / state.class_alpha.sum(),
 )
 
-SPEC = Spec(VB, PRIOR)
+
+def spec(hyper: dict) -> Spec:
+    """The loop's parts with the hyperparameters of ``hyper`` (the NumPyro model's dict)."""
+    subtypes = jnp.asarray(hyper["subtypes"])
+    return Spec(VB.with_hyper(WorkerHyper(hyper["a_v"], hyper["b_v"], subtypes)),
+                PRIOR.with_hyper(PriorHyper(hyper["alpha"], hyper["a_pi"], subtypes,
+                                            hyper.get("gold_offset"))))
 
 
 def item_features(data: CrowdData) -> jax.Array:
@@ -191,7 +235,7 @@ def initial_probs(data: CrowdData, hyper: dict, n_subtypes: int, key: jax.Array)
     from crowdinfer.models import majority_vote
     from crowdinfer.models.class_prior import clamp_probs
 
-    mv = clamp_probs(majority_vote.soft(data), hyper)
+    mv = clamp_probs(majority_vote.soft(data), hyper.get("gold_offset"))
     phi = item_features(data)
     u = jax.random.normal(key, (n_subtypes, phi.shape[-1]))
     split = jax.nn.softmax(2.0 * jnp.einsum("ikf,mf->ikm", phi, u), axis=-1)
@@ -205,7 +249,7 @@ def best_of(data: CrowdData, hyper: dict, n_subtypes: int, seed: int, restarts: 
 
     keys = jax.random.split(jax.random.key(seed), restarts)
     inits = jax.vmap(lambda key: initial_probs(data, hyper, n_subtypes, key))(keys)
-    states = jax.vmap(lambda init: run(SPEC, data, hyper, init, **loop))(inits)
+    states = jax.vmap(lambda init: run(spec(hyper), data, init, **loop))(inits)
     best = jnp.argmax(jnp.where(jnp.isfinite(states.objective), states.objective, -jnp.inf))
     return jax.tree.map(lambda leaf: leaf[best], states), states.objective
 
@@ -262,5 +306,5 @@ def runner(annotations, *, subtypes: int = 10, restarts: int = 40, empirical_pri
     )
 
 
-opts.register("ebcc", "vb", EbccOptions,
-              description="enhanced BCC: classes as mixtures of subtypes, so correlated workers are modelled")
+opts.register("ebcc", "vb", EbccOptions)
+RUNNERS = {"ebcc": {"vb": runner}}

@@ -10,15 +10,16 @@ Generative story, with the true label marginalised::
 
 The defaults (both means 1, both scales 1) are the original paper's and crowd-kit's.
 
-Inference part ``MAP = map_part()`` (EM): the M-step has no closed form, so each EM iteration
+Inference part ``map_part(hyper, steps, learning_rate)`` (EM, hyperparameters :class:`GladHyper`): the M-step has no closed form, so each EM iteration
 takes ``steps`` Adam steps on the expected complete-data log posterior
 ``Q(alpha, beta) = sum_n sum_k q[i_n, k] G[n, k] + log p(alpha) + log p(log beta)`` (a generalised
 EM: Q goes up, so the marginal log posterior does too).  The optimiser state is carried across
-iterations in ``params["_adam"]``.
+iterations in the part's state (:class:`GladState`, its private field ``adam``).
 """
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -32,6 +33,22 @@ from crowdinfer.ops import label_posterior, observe
 
 from . import class_prior
 
+__all__ = ["GladHyper", "GladState", "MAP", "map_part", "model", "annotation_log_lik",
+           "confusion"]
+
+
+class GladHyper(NamedTuple):
+    alpha_mean: jax.Array  # Normal prior on worker ability
+    alpha_scale: jax.Array
+    beta_mean: jax.Array  # Normal prior on log item easiness
+    beta_scale: jax.Array
+
+
+class GladState(NamedTuple):
+    alpha: jax.Array  # (M,) worker abilities
+    log_beta: jax.Array  # (N,) log item easiness
+    adam: Any  # the M-step optimiser's state, carried across iterations
+    private = ("adam",)
 
 
 def annotation_log_lik(data: CrowdData, alpha: jax.Array, log_beta: jax.Array) -> jax.Array:
@@ -44,9 +61,11 @@ def annotation_log_lik(data: CrowdData, alpha: jax.Array, log_beta: jax.Array) -
 
 
 def _priors(hyper):
+    if isinstance(hyper, dict):
+        hyper = GladHyper(*(hyper[f] for f in GladHyper._fields))
     return (
-        dist.Normal(hyper["alpha_mean"], hyper["alpha_scale"]),
-        dist.Normal(hyper["beta_mean"], hyper["beta_scale"]),
+        dist.Normal(hyper.alpha_mean, hyper.alpha_scale),
+        dist.Normal(hyper.beta_mean, hyper.beta_scale),
     )
 
 
@@ -62,47 +81,62 @@ def model(data: CrowdData, hyper: dict):
     observe(evidence, hyper)
 
 
-def _log_prior(params, hyper):
+def _log_prior(theta, hyper):
     alpha_prior, beta_prior = _priors(hyper)
-    return alpha_prior.log_prob(params["alpha"]).sum() + beta_prior.log_prob(params["log_beta"]).sum()
+    return alpha_prior.log_prob(theta.alpha).sum() + beta_prior.log_prob(theta.log_beta).sum()
 
 
-def confusion(params, n_classes: int) -> jax.Array:
+def confusion(state, n_classes: int) -> jax.Array:
     """Each worker's one-coin confusion on an item of median difficulty (for reporting)."""
-    acc = jax.nn.sigmoid(params["alpha"] * jnp.exp(jnp.median(params["log_beta"])))
+    acc = jax.nn.sigmoid(state.alpha * jnp.exp(jnp.median(state.log_beta)))
     eye = jnp.eye(n_classes)
     return acc[:, None, None] * eye + ((1 - acc) / (n_classes - 1))[:, None, None] * (1 - eye)
 
 
+class _Theta(NamedTuple):
+    alpha: jax.Array
+    log_beta: jax.Array
+
+
 @lru_cache(maxsize=None)
-def map_part(steps: int = 25, learning_rate: float = 0.05) -> WorkerPart:
-    """The EM part, with ``steps`` Adam steps of size ``learning_rate`` per M-step."""
+def _template(steps: int, learning_rate: float) -> WorkerPart:
+    """The part's functions for ``steps`` Adam steps of size ``learning_rate`` (cached: one compiled
+    loop per setting)."""
     adam = optax.adam(learning_rate)
 
     def init(data, hyper):
-        params = {
-            "alpha": jnp.full((data.n_workers,), hyper["alpha_mean"], jnp.float32),
-            "log_beta": jnp.full((data.n_items,), hyper["beta_mean"], jnp.float32),
-        }
-        return {**params, "_adam": adam.init(params)}
+        theta = _Theta(jnp.full((data.n_workers,), hyper.alpha_mean, jnp.float32),
+                       jnp.full((data.n_items,), hyper.beta_mean, jnp.float32))
+        return GladState(theta.alpha, theta.log_beta, adam.init(theta))
 
-    def update(data, q, hyper, params):
-        return _m_step(adam, steps, data, q, hyper, params)
+    def update(data, q, hyper, state):
+        return _m_step(adam, steps, data, q, hyper, state)
 
     return WorkerPart(
+        hyper=None,
+        state=GladState,
         init=init,
         update=update,
-        log_lik=lambda data, params: annotation_log_lik(data, params["alpha"], params["log_beta"]),
+        log_lik=lambda data, state: annotation_log_lik(data, state.alpha, state.log_beta),
         objective=_log_prior,
         confusion=confusion,
     )
 
 
-def _m_step(adam, steps, data, q, hyper, params):
+def map_part(hyper: GladHyper | None = None, steps: int = 25,
+             learning_rate: float = 0.05) -> WorkerPart:
+    """The EM part with priors ``hyper`` (default: the paper's, all 1), ``steps`` Adam steps of
+    size ``learning_rate`` per M-step."""
+    hyper = GladHyper(1.0, 1.0, 1.0, 1.0) if hyper is None else hyper
+    return _template(int(steps), float(learning_rate)).with_hyper(
+        GladHyper(*(jnp.float32(v) for v in hyper)))
+
+
+def _m_step(adam, steps, data, q, hyper, state):
     """``steps`` Adam steps uphill on Q (the generalised M-step)."""
 
     def negative_q(theta):
-        g = annotation_log_lik(data, theta["alpha"], theta["log_beta"])
+        g = annotation_log_lik(data, theta.alpha, theta.log_beta)
         expected = jnp.sum(q[data.item] * g, axis=-1) * data.weight
         return -(expected.sum() + _log_prior(theta, hyper))
 
@@ -112,9 +146,9 @@ def _m_step(adam, steps, data, q, hyper, params):
         updates, opt = adam.update(grads, opt, theta)
         return (optax.apply_updates(theta, updates), opt), None
 
-    theta = {"alpha": params["alpha"], "log_beta": params["log_beta"]}
-    (theta, opt), _ = jax.lax.scan(step, (theta, params["_adam"]), None, length=steps)
-    return {**theta, "_adam": opt}
+    theta = _Theta(state.alpha, state.log_beta)
+    (theta, opt), _ = jax.lax.scan(step, (theta, state.adam), None, length=steps)
+    return GladState(theta.alpha, theta.log_beta, opt)
 
 
 MAP = map_part()

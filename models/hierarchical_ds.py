@@ -22,12 +22,15 @@ workers gets a strong population (little freedom per worker: close to one shared
 crowd of different workers a weak one (close to independent confusions).
 
 ``hyper``: ``population`` (K, K), the starting ``alpha`` (default: the crowd's confusion pooled
-against the soft majority vote, strength ``init_strength`` per row), ``class_concentration``.
+against the soft majority vote, strength ``init_strength`` per row), ``class_concentration`` (the
+NumPyro model's dict; the part ``vb_part(steps).with_hyper(PopulationHyper(...))`` carries
+:class:`PopulationHyper`, its state is :class:`PopulationState`).
 """
 from __future__ import annotations
 
 import dataclasses
 from functools import cache
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -40,18 +43,26 @@ from numpyro.distributions.kl import kl_divergence
 from crowdinfer import options as opts
 from crowdinfer.annotations import CrowdData
 from crowdinfer.inference.loop import WorkerPart
-from crowdinfer.ops import (
-    expected_confusion_counts,
-    gather_log_confusion,
-    label_posterior,
-    observe,
-)
+from crowdinfer.ops import expected_confusion_counts
 
 from . import class_prior
+from .dawid_skene import dirichlet_part, observe_confusion
+
+
+class PopulationHyper(NamedTuple):
+    population: jax.Array  # (K, K) the starting population concentrations
+
+
+class PopulationState(NamedTuple):
+    confusion_alpha: jax.Array  # (M, K, K) q(theta_j)
+    population: jax.Array  # (K, K) the learned population alpha
+
 
 __all__ = [
     "VB",
     "HierarchicalOptions",
+    "PopulationHyper",
+    "PopulationState",
     "dirichlet_fixed_point",
     "inverse_digamma",
     "model",
@@ -93,9 +104,7 @@ def model(data: CrowdData, hyper: dict):
         "true_class", data.n_classes, dim=-1
     ):
         confusion = numpyro.sample("confusion", _population(hyper["population"], data.n_workers))
-    log_prior = class_prior.sample_log_prior(hyper)
-    _, evidence = label_posterior(data, gather_log_confusion(data, jnp.log(confusion)), log_prior)
-    observe(evidence, hyper)
+    observe_confusion(data, confusion, hyper)
 
 
 @cache
@@ -103,31 +112,22 @@ def vb_part(fixed_point_steps: int = 10) -> WorkerPart:
     """The variational-EM part with ``fixed_point_steps`` Minka steps per iteration."""
 
     def init(data, hyper):
-        alpha = jnp.asarray(hyper["population"], jnp.float32)
-        return {"confusion_alpha": _population(alpha, data.n_workers).concentration,
-                "population": alpha}
+        alpha = jnp.asarray(hyper.population, jnp.float32)
+        return PopulationState(_population(alpha, data.n_workers).concentration, alpha)
 
-    def update(data, q, hyper, params):
-        population = params["population"]
+    def update(data, q, hyper, state):
+        population = state.population
         q_alpha = population[None] + expected_confusion_counts(data, q)
         expected_log = class_prior.dirichlet_expected_log(q_alpha)  # (M, K, K)
         population = dirichlet_fixed_point(population, expected_log.mean(0), fixed_point_steps)
-        return {"confusion_alpha": q_alpha, "population": population}
+        return PopulationState(q_alpha, population)
 
-    def objective(params, hyper):
-        alpha = params["confusion_alpha"]
+    def objective(state, hyper):
+        alpha = state.confusion_alpha
         return -kl_divergence(dist.Dirichlet(alpha),
-                              _population(params["population"], alpha.shape[0])).sum()
+                              _population(state.population, alpha.shape[0])).sum()
 
-    return WorkerPart(
-        init=init,
-        update=update,
-        log_lik=lambda data, params: gather_log_confusion(
-            data, class_prior.dirichlet_expected_log(params["confusion_alpha"])),
-        objective=objective,
-        confusion=lambda params, n_classes: params["confusion_alpha"]
-        / params["confusion_alpha"].sum(-1, keepdims=True),
-    )
+    return dirichlet_part(PopulationState, init, update, objective)
 
 
 VB = vb_part()
@@ -148,19 +148,22 @@ def runner(annotations, *, init_strength: float = 10.0, fixed_point_steps: int =
            class_prior: float = 1.0, prior_logits=None, max_iter: int = 200, **loop):
     """``fit(ann, "hierarchical_ds")``: variational EM; the learned population is in
     ``params["population"]`` (its strength per row: ``params["population"].sum(-1)``)."""
-    from crowdinfer.runners import _label_prior_hyper, _run_loop
+    from crowdinfer.inference.loop import Spec
+    from crowdinfer.runners import label_prior_part, run_loop
 
     from .priors import pooled
 
     start = pooled(annotations, 1.0, "full")  # rows sum to 1: the pooled confusion
-    hyper = _label_prior_hyper(annotations, class_prior, prior_logits)
-    hyper["population"] = jnp.asarray(np.clip(init_strength * start, *ALPHA_RANGE), jnp.float32)
-    post = _run_loop("hierarchical_ds", "vb", vb_part(int(fixed_point_steps)), hyper, annotations,
-                     options=dict(init_strength=init_strength, fixed_point_steps=fixed_point_steps,
-                                  class_prior=class_prior), max_iter=max_iter, **loop)
+    workers = vb_part(int(fixed_point_steps)).with_hyper(PopulationHyper(
+        jnp.asarray(np.clip(init_strength * start, *ALPHA_RANGE), jnp.float32)))
+    spec = Spec(workers, label_prior_part(annotations, "vb", class_prior, prior_logits))
+    post = run_loop("hierarchical_ds", "vb", spec, annotations,
+                    opts.LoopOptions(max_iter=max_iter, **loop),
+                    options=dict(init_strength=init_strength, fixed_point_steps=fixed_point_steps,
+                                 class_prior=class_prior))
     post.params["strength"] = post.params["population"].sum(-1)
     return post
 
 
-opts.register("hierarchical_ds", "vb", HierarchicalOptions, opts.LoopOptions,
-              description="Dawid-Skene whose population prior (mean and strength) is learned")
+opts.register("hierarchical_ds", "vb", HierarchicalOptions, opts.LoopOptions)
+RUNNERS = {"hierarchical_ds": {"vb": runner}}

@@ -32,12 +32,15 @@ cannot vouch for itself.  A useless classifier gets ``a`` near 0 and the prior f
 class proportions ``softmax(b)`` -- the model without the classifier.  ``hidden=()`` makes the classifier a
 logistic regression (seconds at 5k items).
 
-``hyper["features"]`` (N, d) are the standardised item features, ``hyper["train_mask"]`` (N,) is
-``m`` and ``hyper["fold"]`` (N,) the fold of each item.
+The part's hyperparameters (:class:`LearnedHyper`, traced arrays): ``features`` (N, d), the
+standardised item features, ``train_mask`` (N,) ``m``, ``fold`` (N,) the fold of each item, and the
+gold offset; its state is :class:`LearnedState` (``net``: the fold networks and the weight; the
+optimiser state private).
 """
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -45,7 +48,21 @@ import optax
 
 from crowdinfer.inference.loop import ClassPart
 
+from .class_prior import with_gold
 from .networks import MLP
+
+
+class LearnedHyper(NamedTuple):
+    features: jax.Array  # (N, d) standardised item features
+    train_mask: jax.Array  # (N,) 1 for items with at least one annotation
+    fold: jax.Array  # (N,) each item's fold
+    gold_offset: jax.Array | None = None  # see class_prior.gold_offset
+
+
+class LearnedState(NamedTuple):
+    net: dict  # {"folds": stacked fold networks, "weight": {"scale", "bias"}}
+    opt_state: Any  # the fold networks' optimiser states
+    private = ("opt_state",)
 
 
 @lru_cache(maxsize=None)
@@ -59,11 +76,12 @@ def classifier_part(n_classes: int, hidden: tuple = (128,), steps: int = 20,
     n_folds = max(int(folds), 1)
 
     def init(data, hyper):
+        hyper = hyper._asdict()
         keys = jax.random.split(jax.random.key(seed), n_folds)
         params = jax.vmap(lambda k: net.init(k, hyper["features"][:1]))(keys)
         # a = softplus(-10) ~ 0: the loop's first E-step comes from the majority vote, not a prior
         weight = {"scale": jnp.full((), -10.0), "bias": jnp.zeros((n_classes,))}
-        return {"net": {"folds": params, "weight": weight}, "_net_opt": jax.vmap(opt.init)(params)}
+        return LearnedState({"folds": params, "weight": weight}, jax.vmap(opt.init)(params))
 
     def loss(params, mask, q, hyper):
         log_p = jax.nn.log_softmax(net.apply(params, hyper["features"]), axis=-1)
@@ -83,7 +101,8 @@ def classifier_part(n_classes: int, hidden: tuple = (128,), steps: int = 20,
         logits = jax.vmap(lambda p: net.apply(p, hyper["features"]))(folds_params)  # (F, N, K)
         return jax.nn.log_softmax(cross_fit(logits, hyper["fold"]), axis=-1)
 
-    def update(data, q, hyper, params):
+    def update(data, q, hyper, state):
+        hyper, params = hyper._asdict(), {"net": state.net, "_net_opt": state.opt_state}
         masks = fold_masks(hyper["train_mask"], hyper["fold"], n_folds)
         p, s = jax.vmap(train, in_axes=(0, 0, 0, None, None))(
             params["net"]["folds"], params["_net_opt"], masks, q, hyper
@@ -97,17 +116,20 @@ def classifier_part(n_classes: int, hidden: tuple = (128,), steps: int = 20,
         crowd = jax.nn.softmax(jnp.log(jnp.maximum(q, 1e-30)) - old
                                + jnp.log(jnp.maximum(proportions, 1e-30)), axis=-1)
         weight = fit_weight(cross_fitted(p, hyper), crowd, mask, params["net"]["weight"])
-        return {"net": {"folds": p, "weight": weight}, "_net_opt": s}
+        return LearnedState({"folds": p, "weight": weight}, s)
 
-    def log_prior(data, params, hyper):
-        return weighted(cross_fitted(params["net"]["folds"], hyper), params["net"]["weight"])
+    def log_prior(data, state, hyper):
+        prior = weighted(cross_fitted(state.net["folds"], hyper._asdict()), state.net["weight"])
+        return with_gold(prior, hyper.gold_offset)
 
     return ClassPart(
+        hyper=None,
+        state=LearnedState,
         init=init,
         update=update,
         log_prior=log_prior,
-        objective=lambda params, hyper: jnp.zeros(()),
-        proportions=lambda params: None,
+        objective=lambda state, hyper: jnp.zeros(()),
+        proportions=lambda state: None,
     )
 
 

@@ -14,7 +14,9 @@ so worker ``j``'s confusion is ``theta_j * I + (1 - theta_j) * 1 xi_j^T``: a Daw
 whose off-diagonal rows are all the same spam distribution.
 
 ``hyper``: ``knowing``, ``spamming`` (Beta concentrations, scalars), ``strategy`` (Dirichlet
-concentration, scalar or (K,)), and ``class_concentration`` or ``prior_logits``.
+concentration, scalar or (K,)), and ``class_concentration`` or ``prior_logits`` (the NumPyro
+model's dict; the parts ``map_part(hyper)`` / ``vb_part(hyper)`` carry :class:`MaceHyper`, their
+states are :class:`SpamState` / :class:`SpamAlphaState`).
 
 Inference parts (both read the spam posterior from the previous parameters, so both are exact
 coordinate ascent on their objective):
@@ -34,7 +36,7 @@ both updates come from the expected confusion counts ``C[j, k, l]`` of the share
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -46,17 +48,30 @@ from numpyro.distributions.kl import kl_divergence
 from crowdinfer import options as opts
 from crowdinfer.annotations import CrowdData
 from crowdinfer.inference.loop import WorkerPart
-from crowdinfer.ops import (
-    expected_confusion_counts,
-    gather_log_confusion,
-    label_posterior,
-    observe,
-)
+from crowdinfer.ops import expected_confusion_counts, gather_log_confusion
 
 from . import class_prior
+from .dawid_skene import observe_confusion
 from .priors import TINY, dirichlet_map
 
-__all__ = ["DEFAULTS", "MAP", "VB", "MaceOptions", "confusion", "model", "runner"]
+__all__ = ["DEFAULTS", "MAP", "VB", "MaceHyper", "MaceOptions", "SpamAlphaState", "SpamState",
+           "confusion", "map_part", "model", "runner", "vb_part"]
+
+
+class MaceHyper(NamedTuple):
+    knowing: jax.Array  # Beta concentrations of "knows the answer" and "spams"
+    spamming: jax.Array
+    strategy: jax.Array  # Dirichlet concentration of the spam distribution, scalar or (K,)
+
+
+class SpamState(NamedTuple):
+    knowing: jax.Array  # (M, 2) (theta_j, 1 - theta_j)
+    spam: jax.Array  # (M, K) xi_j
+
+
+class SpamAlphaState(NamedTuple):
+    knowing_alpha: jax.Array  # (M, 2) q(theta_j) as a two-class Dirichlet
+    spam_alpha: jax.Array  # (M, K) q(xi_j)
 
 # the paper's VB priors (and those of the original MACE program); EM needs concentrations >= 1
 DEFAULTS = {
@@ -66,6 +81,8 @@ DEFAULTS = {
 
 
 def _priors(hyper, n_workers: int, n_classes: int):
+    if not isinstance(hyper, dict):
+        hyper = hyper._asdict()
     strategy = jnp.broadcast_to(jnp.asarray(hyper["strategy"], jnp.float32), (n_workers, n_classes))
     knowing = jnp.stack([jnp.asarray(hyper["knowing"]), jnp.asarray(hyper["spamming"])]).astype(
         jnp.float32)
@@ -87,10 +104,7 @@ def model(data: CrowdData, hyper: dict):
     with numpyro.plate("worker", data.n_workers):
         knowing = numpyro.sample("knowing", knowing_prior)
         spam = numpyro.sample("spam", strategy_prior)
-    log_prior = class_prior.sample_log_prior(hyper)
-    theta = confusion(knowing[:, 0], spam)
-    _, evidence = label_posterior(data, gather_log_confusion(data, jnp.log(theta)), log_prior)
-    observe(evidence, hyper)
+    observe_confusion(data, confusion(knowing[:, 0], spam), hyper)
 
 
 def _split_counts(data, q, r):
@@ -109,78 +123,94 @@ def _responsibility(knowing, spam_weight, spam):
     return knowing[:, None] / jnp.maximum(knowing[:, None] + spam_weight[:, None] * spam, TINY)
 
 
-def _map_update(data, q, hyper, params):
-    theta = params["knowing"][:, 0]
-    pair, spam_by_class = _split_counts(data, q, _responsibility(theta, 1.0 - theta, params["spam"]))
+def _map_update(data, q, hyper, state):
+    theta = state.knowing[:, 0]
+    pair, spam_by_class = _split_counts(data, q, _responsibility(theta, 1.0 - theta, state.spam))
     knowing_prior, strategy_prior = _priors(hyper, data.n_workers, data.n_classes)
     knowing = dirichlet_map(pair, knowing_prior.concentration - 1.0)
     knowing = jnp.clip(knowing, 1e-6, 1.0 - 1e-6)
-    return {"knowing": knowing / knowing.sum(-1, keepdims=True),
-            "spam": dirichlet_map(spam_by_class, strategy_prior.concentration - 1.0)}
+    return SpamState(knowing / knowing.sum(-1, keepdims=True),
+                     dirichlet_map(spam_by_class, strategy_prior.concentration - 1.0))
 
 
-def _map_objective(params, hyper):
-    m, k = params["spam"].shape
+def _map_objective(state, hyper):
+    m, k = state.spam.shape
     knowing_prior, strategy_prior = _priors(hyper, m, k)
-    return knowing_prior.log_prob(params["knowing"]).sum() + strategy_prior.log_prob(
-        params["spam"]).sum()
+    return knowing_prior.log_prob(state.knowing).sum() + strategy_prior.log_prob(
+        state.spam).sum()
 
 
 MAP = WorkerPart(
-    init=lambda data, hyper: {
-        "knowing": jnp.tile(jnp.array([0.7, 0.3]), (data.n_workers, 1)),
-        "spam": jnp.full((data.n_workers, data.n_classes), 1.0 / data.n_classes),
-    },
+    hyper=None,
+    state=SpamState,
+    init=lambda data, hyper: SpamState(
+        jnp.tile(jnp.array([0.7, 0.3]), (data.n_workers, 1)),
+        jnp.full((data.n_workers, data.n_classes), 1.0 / data.n_classes)),
     update=_map_update,
-    log_lik=lambda data, params: gather_log_confusion(
-        data, jnp.log(confusion(params["knowing"][:, 0], params["spam"]))),
+    log_lik=lambda data, state: gather_log_confusion(
+        data, jnp.log(confusion(state.knowing[:, 0], state.spam))),
     objective=_map_objective,
-    confusion=lambda params, n_classes: confusion(params["knowing"][:, 0], params["spam"]),
+    confusion=lambda state, n_classes: confusion(state.knowing[:, 0], state.spam),
 )
 
 
-def _expected(params):
+def _expected(state):
     """``exp E[log theta]``, ``exp E[log (1 - theta)]``, ``exp E[log xi]`` under q."""
-    pair = class_prior.dirichlet_expected_log(params["knowing_alpha"])
+    pair = class_prior.dirichlet_expected_log(state.knowing_alpha)
     return jnp.exp(pair[:, 0]), jnp.exp(pair[:, 1]), jnp.exp(
-        class_prior.dirichlet_expected_log(params["spam_alpha"]))
+        class_prior.dirichlet_expected_log(state.spam_alpha))
 
 
-def _vb_log_lik(data, params):
-    know, spam_w, xi = _expected(params)
+def _vb_log_lik(data, state):
+    know, spam_w, xi = _expected(state)
     k = xi.shape[-1]
     tilde = know[:, None, None] * jnp.eye(k) + spam_w[:, None, None] * xi[:, None, :]
     return gather_log_confusion(data, jnp.log(tilde))
 
 
-def _vb_update(data, q, hyper, params):
-    pair, spam_by_class = _split_counts(data, q, _responsibility(*_expected(params)))
+def _vb_update(data, q, hyper, state):
+    pair, spam_by_class = _split_counts(data, q, _responsibility(*_expected(state)))
     knowing_prior, strategy_prior = _priors(hyper, data.n_workers, data.n_classes)
-    return {"knowing_alpha": knowing_prior.concentration + pair,
-            "spam_alpha": strategy_prior.concentration + spam_by_class}
+    return SpamAlphaState(knowing_prior.concentration + pair,
+                          strategy_prior.concentration + spam_by_class)
 
 
-def _vb_objective(params, hyper):
-    m, k = params["spam_alpha"].shape
+def _vb_objective(state, hyper):
+    m, k = state.spam_alpha.shape
     knowing_prior, strategy_prior = _priors(hyper, m, k)
-    return -(kl_divergence(dist.Dirichlet(params["knowing_alpha"]), knowing_prior).sum()
-             + kl_divergence(dist.Dirichlet(params["spam_alpha"]), strategy_prior).sum())
+    return -(kl_divergence(dist.Dirichlet(state.knowing_alpha), knowing_prior).sum()
+             + kl_divergence(dist.Dirichlet(state.spam_alpha), strategy_prior).sum())
 
 
-def _vb_confusion(params, n_classes):
-    pair = params["knowing_alpha"] / params["knowing_alpha"].sum(-1, keepdims=True)
-    spam = params["spam_alpha"] / params["spam_alpha"].sum(-1, keepdims=True)
+def _vb_confusion(state, n_classes):
+    pair = state.knowing_alpha / state.knowing_alpha.sum(-1, keepdims=True)
+    spam = state.spam_alpha / state.spam_alpha.sum(-1, keepdims=True)
     return confusion(pair[:, 0], spam)
 
 
 def _vb_init(data, hyper):
     knowing_prior, strategy_prior = _priors(hyper, data.n_workers, data.n_classes)
-    return {"knowing_alpha": knowing_prior.concentration + jnp.array([4.0, 1.0]),
-            "spam_alpha": strategy_prior.concentration}
+    return SpamAlphaState(knowing_prior.concentration + jnp.array([4.0, 1.0]),
+                          strategy_prior.concentration)
 
 
-VB = WorkerPart(init=_vb_init, update=_vb_update, log_lik=_vb_log_lik, objective=_vb_objective,
-                confusion=_vb_confusion)
+VB = WorkerPart(hyper=None, state=SpamAlphaState, init=_vb_init, update=_vb_update,
+                log_lik=_vb_log_lik, objective=_vb_objective, confusion=_vb_confusion)
+
+
+def _hyper(knowing, spamming, strategy) -> MaceHyper:
+    return MaceHyper(jnp.float32(knowing), jnp.float32(spamming),
+                     jnp.asarray(strategy, jnp.float32))
+
+
+def map_part(knowing=2.0, spamming=2.0, strategy=2.0) -> WorkerPart:
+    """The EM part with its Beta(knowing, spamming) and Dirichlet(strategy) priors."""
+    return MAP.with_hyper(_hyper(knowing, spamming, strategy))
+
+
+def vb_part(knowing=0.5, spamming=0.5, strategy=10.0) -> WorkerPart:
+    """The VB part (the paper's defaults)."""
+    return VB.with_hyper(_hyper(knowing, spamming, strategy))
 
 
 def runner(method: str):
@@ -188,11 +218,10 @@ def runner(method: str):
     ``strategy`` (prior concentrations, defaults in ``DEFAULTS``), ``class_prior`` (pseudo-count:
     learn the class proportions; default ``None``, the paper's fixed uniform prior),
     ``prior_logits`` and the loop options (``max_iter``, ``tol``, ``stop``, ``progress``)."""
-    part = {"vb": VB, "em": MAP}[method]
-
     def run_mace(annotations, *, knowing=None, spamming=None, strategy=None, class_prior=None,
                  prior_logits=None, **options):
-        from crowdinfer.runners import _label_prior_hyper, _run_loop
+        from crowdinfer.inference.loop import Spec
+        from crowdinfer.runners import label_prior_part, run_loop
 
         prior = {**DEFAULTS[method]}
         for name, value in (("knowing", knowing), ("spamming", spamming), ("strategy", strategy)):
@@ -207,10 +236,11 @@ def runner(method: str):
         if class_prior is None and prior_logits is None:
             prior_logits = np.zeros((annotations.n_items, annotations.n_classes), np.float32)
         offset = 1.0 if method == "em" else 0.0
-        hyper = _label_prior_hyper(annotations, offset + (class_prior or 1.0), prior_logits)
-        hyper.update({k: jnp.float32(v) for k, v in prior.items()})
-        return _run_loop("mace", method, part, hyper, annotations,
-                         options={**prior, "class_prior": class_prior}, **options)
+        classes = label_prior_part(annotations, method, offset + (class_prior or 1.0),
+                                   prior_logits)
+        workers = {"vb": vb_part, "em": map_part}[method](**prior)
+        return run_loop("mace", method, Spec(workers, classes), annotations,
+                        opts.LoopOptions(**options), options={**prior, "class_prior": class_prior})
 
     return run_mace
 
@@ -227,5 +257,8 @@ class MaceOptions(opts._Group):
 
 
 for _method in ("vb", "em"):
-    opts.register("mace", _method, MaceOptions, opts.LoopOptions,
-                  description="each worker knows the answer or spams from a distribution of their own")
+    opts.register("mace", _method, MaceOptions, opts.LoopOptions)
+
+#: What ``fit`` runs: its registration is the one line ``"mace"`` of
+#: :data:`crowdinfer.options.REGISTRY` (module, engines, description).
+RUNNERS = {"mace": {"vb": runner("vb"), "em": runner("em")}}

@@ -9,11 +9,14 @@ Generative story, with the true label marginalised::
     z_n | y_{i_n} ~ Categorical(theta[w_n, y_{i_n}])
 
 ``hyper``: Beta concentrations ``correct``, ``wrong`` (scalars or (M,), at least 1) and
-``class_concentration`` or ``prior_logits``.
+``class_concentration`` or ``prior_logits`` (the NumPyro model's dict); the EM part
+``map_part(correct, wrong)`` carries :class:`AccuracyHyper`, its state is :class:`AccuracyState`.
 MAP-EM update: ``a_j = (sum_k C[j, k, k] + correct - 1) / (n_j + correct + wrong - 2)``, where
 ``sum_k C[j, k, k]`` is the expected number of worker ``j``'s answers that are right.
 """
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -22,19 +25,27 @@ import numpyro.distributions as dist
 
 from crowdinfer.annotations import CrowdData
 from crowdinfer.inference.loop import WorkerPart
-from crowdinfer.ops import (
-    expected_confusion_counts,
-    gather_log_confusion,
-    label_posterior,
-    observe,
-)
+from crowdinfer.ops import expected_confusion_counts, gather_log_confusion
 
-from . import class_prior
+from .dawid_skene import observe_confusion
 from .priors import TINY
+
+__all__ = ["AccuracyHyper", "AccuracyState", "MAP", "map_part", "model", "confusion"]
+
+
+class AccuracyHyper(NamedTuple):
+    correct: jax.Array  # Beta concentrations, scalars or (M,)
+    wrong: jax.Array
+
+
+class AccuracyState(NamedTuple):
+    accuracy: jax.Array  # (M,)
 
 
 def accuracy_distribution(hyper) -> dist.Beta:
-    return dist.Beta(jnp.asarray(hyper["correct"]), jnp.asarray(hyper["wrong"]))
+    if isinstance(hyper, dict):
+        hyper = AccuracyHyper(hyper["correct"], hyper["wrong"])
+    return dist.Beta(jnp.asarray(hyper.correct), jnp.asarray(hyper.wrong))
 
 
 def confusion(accuracy: jax.Array, n_classes: int) -> jax.Array:
@@ -48,27 +59,32 @@ def model(data: CrowdData, hyper: dict):
     """The NumPyro model (true labels marginalised)."""
     with numpyro.plate("worker", data.n_workers):
         accuracy = numpyro.sample("accuracy", accuracy_distribution(hyper))
-    log_prior = class_prior.sample_log_prior(hyper)
-    theta = confusion(accuracy, data.n_classes)
-    _, evidence = label_posterior(data, gather_log_confusion(data, jnp.log(theta)), log_prior)
-    observe(evidence, hyper)
+    observe_confusion(data, confusion(accuracy, data.n_classes), hyper)
 
 
-def _update(data, q, hyper, params):
+def _update(data, q, hyper, state):
     counts = expected_confusion_counts(data, q)
     right = jnp.trace(counts, axis1=1, axis2=2)
     total = counts.sum((1, 2))
-    a, b = hyper["correct"] - 1.0, hyper["wrong"] - 1.0
+    a, b = hyper.correct - 1.0, hyper.wrong - 1.0
     acc = (right + a) / jnp.maximum(total + a + b, TINY)
-    return {"accuracy": jnp.clip(acc, TINY, 1.0 - 1e-7)}
+    return AccuracyState(jnp.clip(acc, TINY, 1.0 - 1e-7))
 
 
 MAP = WorkerPart(
-    init=lambda data, hyper: {"accuracy": jnp.full((data.n_workers,), 0.7)},
+    hyper=None,
+    state=AccuracyState,
+    init=lambda data, hyper: AccuracyState(jnp.full((data.n_workers,), 0.7)),
     update=_update,
-    log_lik=lambda data, params: gather_log_confusion(
-        data, jnp.log(confusion(params["accuracy"], data.n_classes))
+    log_lik=lambda data, state: gather_log_confusion(
+        data, jnp.log(confusion(state.accuracy, data.n_classes))
     ),
-    objective=lambda params, hyper: accuracy_distribution(hyper).log_prob(params["accuracy"]).sum(),
-    confusion=lambda params, n_classes: confusion(params["accuracy"], n_classes),
+    objective=lambda state, hyper: accuracy_distribution(hyper).log_prob(state.accuracy).sum(),
+    confusion=lambda state, n_classes: confusion(state.accuracy, n_classes),
 )
+
+
+def map_part(correct, wrong) -> WorkerPart:
+    """The EM part with the Beta(correct, wrong) prior on every accuracy."""
+    return MAP.with_hyper(AccuracyHyper(jnp.asarray(correct, jnp.float32),
+                                        jnp.asarray(wrong, jnp.float32)))

@@ -205,6 +205,6 @@ class TiesOptions(opts._Group):
     ties: str = opts._opt("split", opts.choice("split", "first"))
 
 
-opts.register("wawa", "vote", TiesOptions, description="Wawa: the vote weighted by agreement with the majority vote")
-opts.register("weighted_vote", "vote", WeightedVoteOptions,
-              description="the vote weighted by log-odds worker skills (or skills you give)")
+opts.register("wawa", "vote", TiesOptions)
+opts.register("weighted_vote", "vote", WeightedVoteOptions)
+RUNNERS = {"wawa": {"vote": wawa_runner}, "weighted_vote": {"vote": weighted_vote_runner}}

@@ -73,5 +73,5 @@ def runner(annotations, *, n_iter: int = 100, lr_init: float = 1.0, lr_steps_to_
                                lr_reduce_factor=lr_reduce_factor, eps=eps, ties=ties))
 
 
-opts.register("zero_based_skill", "vote", ZbsOptions,
-              description="ZeroBasedSkill: a vote re-weighted by skills learned over rounds")
+opts.register("zero_based_skill", "vote", ZbsOptions)
+RUNNERS = {"zero_based_skill": {"vote": runner}}

@@ -12,8 +12,13 @@ from crowdinfer.models import class_prior, dawid_skene, majority_vote, one_coin
 
 
 def em(workers, data, hyper, init, **kw):
-    classes = class_prior.FIXED if "prior_logits" in hyper else class_prior.MAP
-    return run(Spec(workers, classes), data, hyper, init, **kw)
+    """The loop on ``workers`` (a part template) with the NumPyro model's ``hyper`` dict."""
+    worker_hyper = (dawid_skene.ConfusionHyper(hyper["confusion"]) if "confusion" in hyper
+                    else one_coin.AccuracyHyper(hyper["correct"], hyper["wrong"]))
+    classes = class_prior.part("em", data.n_classes,
+                               concentration=hyper.get("class_concentration", 1.0),
+                               logits=hyper.get("prior_logits"))
+    return run(Spec(workers.with_hyper(worker_hyper), classes), data, init, **kw)
 
 
 @pytest.fixture(scope="module")

@@ -28,8 +28,9 @@ def test_glad_objective_is_the_numpyro_log_density_and_climbs(dataset):
     data = ann.to_device()
     hyper = {"alpha_mean": 1.0, "alpha_scale": 1.0, "beta_mean": 1.0, "beta_scale": 1.0,
              "prior_logits": np.zeros((ann.n_items, ann.n_classes), np.float32)}
-    state = run(Spec(glad.MAP, class_prior.FIXED), data, hyper, majority_vote.soft(data),
-                max_iter=30, tol=0.0, stop="objective")
+    spec = Spec(glad.map_part(glad.GladHyper(1.0, 1.0, 1.0, 1.0)),
+                class_prior.part("em", logits=hyper["prior_logits"]))
+    state = run(spec, data, majority_vote.soft(data), max_iter=30, tol=0.0, stop="objective")
     h = np.asarray(state.history)
     assert np.all(np.diff(h) >= -1e-4 * np.abs(h[:-1]))
     params = {"alpha": state.params["alpha"], "log_beta": state.params["log_beta"]}

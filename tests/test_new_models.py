@@ -38,8 +38,8 @@ def test_mace_em_objective_is_numpyro_log_density(task):
     data = task.annotations.to_device()
     hyper = {"knowing": jnp.float32(2.0), "spamming": jnp.float32(1.5), "strategy": jnp.float32(2.0),
              "class_concentration": 2.0 * jnp.ones(3)}
-    state = run(Spec(mace.MAP, class_prior.MAP), data, hyper, majority_vote.soft(data),
-                max_iter=40, tol=0.0, stop="objective")
+    spec = Spec(mace.map_part(2.0, 1.5, 2.0), class_prior.part("em", 3, concentration=2.0))
+    state = run(spec, data, majority_vote.soft(data), max_iter=40, tol=0.0, stop="objective")
     assert never_decreases(state.history)
     assert state.history[-1] > state.history[0] + 1.0
     logp, _ = log_density(mace.model, (data, hyper), {}, state.params)
@@ -149,11 +149,11 @@ def test_annotation_weights_count_as_repeated_answers(task):
         hyper = {"a_v": jnp.float32(15.0), "lam": jnp.float32(1.0)}
         ha, hb = {**hyper, "b_v": bwa.prior_rate(a, 15.0)}, {**hyper, "b_v": bwa.prior_rate(b, 15.0)}
         np.testing.assert_allclose(bwa.run(a, ha).z, bwa.run(b, hb).z, atol=1e-4)
-        for part in (mace.VB, hierarchical_ds.VB):
-            h = {"knowing": 0.5, "spamming": 0.5, "strategy": 10.0, "class_concentration":
-                 jnp.ones(3), "population": jnp.full((3, 3), 1.0) + 4 * jnp.eye(3)}
-            qa = run(Spec(part, class_prior.VB), a, h, majority_vote.soft(a), max_iter=20).log_q
-            qb = run(Spec(part, class_prior.VB), b, h, majority_vote.soft(b), max_iter=20).log_q
+        for part in (mace.vb_part(0.5, 0.5, 10.0), hierarchical_ds.VB.with_hyper(
+                hierarchical_ds.PopulationHyper(jnp.full((3, 3), 1.0) + 4 * jnp.eye(3)))):
+            spec = Spec(part, class_prior.part("vb", 3, concentration=1.0))
+            qa = run(spec, a, majority_vote.soft(a), max_iter=20).log_q
+            qb = run(spec, b, majority_vote.soft(b), max_iter=20).log_q
             np.testing.assert_allclose(np.exp(qa), np.exp(qb), atol=1e-4)
     padded = CrowdData(*(jnp.concatenate([x, x[-1:].repeat(5)]) for x in
                          (data.item, data.worker, data.label)), jnp.concatenate(

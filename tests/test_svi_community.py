@@ -80,8 +80,10 @@ def test_chunked_e_step_equals_the_full_e_step(dataset):
     ann = dataset("web").annotations
     post = ci.fit(ann, "dawid_skene")
     params = {"confusion": jnp.asarray(post.confusion), "class_prior": jnp.asarray(post.class_prior)}
-    probs = chunked_label_probs(chunk(ann, 300, seed=3), dawid_skene.MAP.log_lik,
-                                class_prior.MAP.log_prior, params, {})
+    from crowdinfer.inference.loop import Spec
+
+    spec = Spec(dawid_skene.MAP, class_prior.part("em", ann.n_classes))
+    probs = chunked_label_probs(chunk(ann, 300, seed=3), spec, params)
     np.testing.assert_allclose(probs, post.label_probs, atol=1e-4)
 
 

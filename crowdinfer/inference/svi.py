@@ -26,9 +26,10 @@ from numpyro.infer.autoguide import AutoDelta, AutoNormal
 from numpyro.optim import optax_to_numpyro
 
 from crowdinfer.annotations import Annotations, CrowdData, capacity_bucket
+from crowdinfer.inference.loop import Spec, as_state
 from crowdinfer.ops import label_posterior
 
-__all__ = ["Chunks", "chunk", "chunked_label_probs", "svi"]
+__all__ = ["Chunks", "chunk", "chunked_label_probs", "e_step_terms", "svi"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,12 +77,21 @@ def chunk(annotations: Annotations, batch_items: int, seed: int = 0) -> Chunks:
     return Chunks(data, jnp.asarray(n / items_in_chunk, jnp.float32), n_chunks, order)
 
 
-def chunked_label_probs(chunks: Chunks, log_lik, log_prior, params: dict, hyper: dict):
-    """The E-step chunk by chunk (never the whole data at once): (N, K) in the original order."""
+def e_step_terms(spec: Spec, data: CrowdData, params: dict):
+    """``(G, log prior)`` of the E-step for ``spec``'s parts at ``params`` (a dict of the model's
+    sample sites, as SVI and NUTS give them)."""
+    workers, classes = spec
+    return (workers.log_lik(data, as_state(workers, params)),
+            classes.log_prior(data, as_state(classes, params), classes.hyper))
+
+
+def chunked_label_probs(chunks: Chunks, spec: Spec, params: dict):
+    """The E-step of ``spec``'s parts at ``params``, chunk by chunk (never the whole data at once):
+    (N, K) in the original order."""
 
     @jax.jit
     def one(batch):
-        log_q, _ = label_posterior(batch, log_lik(batch, params), log_prior(batch, params, hyper))
+        log_q, _ = label_posterior(batch, *e_step_terms(spec, batch, params))
         return jnp.exp(log_q)
 
     probs = [np.asarray(one(jax.tree.map(lambda a: a[c], chunks.data)))

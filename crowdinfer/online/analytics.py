@@ -23,8 +23,10 @@ import numpy as np
 import pandas as pd
 
 from crowdinfer.annotations import CrowdData
-from crowdinfer.models import dawid_skene
-from crowdinfer.ops import label_posterior, vote_counts
+from crowdinfer.inference import loop
+from crowdinfer.inference.loop import Spec
+from crowdinfer.models import class_prior, dawid_skene
+from crowdinfer.ops import vote_counts
 
 __all__ = ["worker_importance", "importance_table", "prototype_class_accuracy", "aggregate_weighted", "annotation_gradients",
            "integrated_gradients", "worker_contribution"]
@@ -67,21 +69,20 @@ def importance_table(state, class_accuracy) -> pd.DataFrame:
 
 @partial(jax.jit, static_argnames=("n_iter",))
 def aggregate_weighted(data: CrowdData, weight, prior_counts, log_prior, n_iter: int = 20):
-    """Dawid-Skene MAP-EM from the weighted soft majority vote, ``n_iter`` iterations unrolled (a
-    ``lax.scan``, so it is reverse-differentiable in ``weight``).  Returns ``log q`` (N, K)."""
+    """Dawid-Skene MAP-EM from the weighted soft majority vote, ``n_iter`` iterations of the
+    shared loop's :func:`~crowdinfer.inference.loop.step` unrolled (a ``lax.scan``, so it is
+    reverse-differentiable in ``weight``).  Returns ``log q`` (N, K)."""
     d = CrowdData(data.item, data.worker, data.label, weight, data.n_items, data.n_workers,
                   data.n_classes)
-    hyper = {"confusion": 1.0 + prior_counts}
     votes = vote_counts(d)
     q0 = (votes + 1e-3) / (votes + 1e-3).sum(-1, keepdims=True)
-
-    def step(q, _):
-        params = dawid_skene.MAP.update(d, q, hyper, {})
-        log_q, _ = label_posterior(d, dawid_skene.MAP.log_lik(d, params), log_prior)
-        return jnp.exp(log_q), None
-
-    q, _ = jax.lax.scan(step, q0, None, length=n_iter)
-    return jnp.log(jnp.maximum(q, 1e-30))
+    # the label prior is fixed: log_prior as logits (log_softmax leaves a log distribution as is)
+    logits = jnp.broadcast_to(log_prior, (d.n_items, d.n_classes))
+    spec = Spec(dawid_skene.map_part(1.0 + prior_counts), class_prior.part("em", logits=logits))
+    state = loop.init(spec, d, q0, max_iter=n_iter, stop="hard")
+    state, _ = jax.lax.scan(lambda s, _: (loop.step(spec, d, s, stop="hard"), None), state, None,
+                            length=n_iter - 1)
+    return jnp.log(jnp.maximum(jnp.exp(state.log_q), 1e-30))
 
 
 def annotation_gradients(data: CrowdData, valid_items, valid_labels, prior_counts=None,

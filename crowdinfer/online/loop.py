@@ -68,28 +68,24 @@ def init(config: OnlineConfig, task: Task, capacity: int | None = None) -> State
     return _init_state(config, task, capacity)
 
 
-def _em_spec(config: OnlineConfig) -> Spec:
-    classes = class_prior.MAP if config.learner == "none" else class_prior.FIXED
-    return Spec(dawid_skene.MAP, classes)
+def _em_spec(config: OnlineConfig, beta, prior_logits) -> Spec:
+    k = config.n_classes
+    classes = (class_prior.part("em", k, concentration=2.0) if config.learner == "none"
+               else class_prior.part("em", logits=prior_logits))
+    return Spec(dawid_skene.map_part(1.0 + beta), classes)
 
 
 @partial(jax.jit, static_argnums=(0,))
 def _update(config: OnlineConfig, state: State, task: Task):
     data = state.data
-    k = config.n_classes
     beta = worker_prior(config)
-    hyper = {
-        "confusion": 1.0 + beta,
-        "class_concentration": jnp.full((k,), 2.0),
-        "prior_logits": state.prior_logits,
-    }
     annotated = state.item_count > 0
     votes = vote_counts(data)
     prior = state.class_prior[None, :] if config.learner == "none" else jnp.exp(state.prior_logits)
     init_probs = jnp.where(annotated[:, None], votes / jnp.maximum(votes.sum(-1, keepdims=True), 1.0),
                            jnp.broadcast_to(prior, votes.shape))
-    em = run(_em_spec(config), data, hyper, init_probs, max_iter=config.em_max_iter,
-             tol=config.em_tol, stop=config.em_stop)
+    em = run(_em_spec(config, beta, state.prior_logits), data, init_probs,
+             max_iter=config.em_max_iter, tol=config.em_tol, stop=config.em_stop)
     log_q = em.log_q
     params = em.params
     report = {"em_iterations": em.iteration, "em_converged": em.converged}
@@ -101,11 +97,11 @@ def _update(config: OnlineConfig, state: State, task: Task):
             config, task, jnp.exp(log_q), annotated, state.learner, state.prior_logits, key
         )
         report.update(learner_report)
-        log_lik = dawid_skene.MAP.log_lik(data, params)
+        log_lik = dawid_skene.MAP.log_lik(data, em.workers)
         log_q, _ = label_posterior(data, log_lik, prior_logits)
     counts = expected_confusion_counts(data, jnp.exp(log_q))
     if config.calibrate_risk:  # issue 14: a posterior that keeps seed 000's promise (risk < C)
-        temperature = loo_temperature(data, dawid_skene.MAP.log_lik(data, params), log_q,
+        temperature = loo_temperature(data, dawid_skene.MAP.log_lik(data, em.workers), log_q,
                                       counts, beta)
         log_q = jax.nn.log_softmax(log_q / temperature, axis=-1)
         report["temperature"] = temperature
