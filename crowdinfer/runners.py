@@ -164,7 +164,8 @@ def _classifier_prior(annotations: Annotations, classes: ClassPart, options: Lea
         train_mask=jnp.asarray(annotations.annotations_per_item() > 0, jnp.float32),
         fold=jnp.asarray(np.random.default_rng(seed).permutation(annotations.n_items)
                          % max(int(folds), 1), jnp.int32),
-        gold_offset=getattr(classes.hyper, "gold_offset", None))
+        gold_offset=getattr(classes.hyper, "gold_offset", None),
+        class_concentration=getattr(classes.hyper, "class_concentration", None))
     return part.with_hyper(hyper), {"hidden": hidden, "mean": mean, "std": std}
 
 

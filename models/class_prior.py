@@ -50,6 +50,7 @@ class ProportionsHyper(NamedTuple):
 class FixedHyper(NamedTuple):
     prior_logits: jax.Array  # (N, K) fixed log p(y_i | x_i) up to a constant
     gold_offset: jax.Array | None = None
+    class_concentration: jax.Array | None = None  # recorded in the options only: not used
 
 
 class ClassState(NamedTuple):
@@ -164,7 +165,7 @@ def part(method: str, n_classes: int | None = None, *, concentration=1.0, logits
         logits = jnp.asarray(logits, jnp.float32)
         n_classes = logits.shape[-1]
     offset = None if gold is None else gold_array(gold, n_classes)
-    if logits is not None:
-        return FIXED.with_hyper(FixedHyper(logits, offset))
     conc = jnp.broadcast_to(jnp.asarray(concentration, jnp.float32), (n_classes,))
+    if logits is not None:
+        return FIXED.with_hyper(FixedHyper(logits, offset, conc))
     return {"em": MAP, "vb": VB}[method].with_hyper(ProportionsHyper(conc, offset))

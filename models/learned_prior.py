@@ -57,6 +57,7 @@ class LearnedHyper(NamedTuple):
     train_mask: jax.Array  # (N,) 1 for items with at least one annotation
     fold: jax.Array  # (N,) each item's fold
     gold_offset: jax.Array | None = None  # see class_prior.gold_offset
+    class_concentration: jax.Array | None = None  # recorded in the options only: not used
 
 
 class LearnedState(NamedTuple):

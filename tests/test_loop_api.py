@@ -56,4 +56,4 @@ def test_private_state_fields_stay_out_of_params(ann):
     post = ci.fit(ann, "glad", max_iter=2)
     assert set(post.params) == {"alpha", "log_beta"}
     assert set(post.options["hyper"]) == {"alpha_mean", "alpha_scale", "beta_mean", "beta_scale",
-                                          "prior_logits"}
+                                          "prior_logits", "class_concentration"}
