@@ -3,10 +3,11 @@
     python experiments/default_cost.py      # writes experiments/results/default_cost.md
 
 Each call is timed after a first call of the same shape (compilation excluded: what a user pays
-from the second fit on), best of 9 with the two fits interleaved; the machine's load is recorded beside the numbers.  Datasets:
-4 of ../shared/data and two simulated ones (issue 11's shape: K = 10, 200 workers) at 10^5 and
-5*10^5 annotations.  'fits' is the time the default spent in its candidates' fits, 'scoring' the
-rest (the cavity or the K-fold scores, the temperature, the report).
+from the second fit on), best of 9 with the two fits interleaved; the machine's load is recorded
+beside the numbers.  Datasets: 4 of ../shared/data and two simulated ones (issue 11's shape:
+K = 10, 200 workers) at 10^5 and 5*10^5 annotations.  'fits' is the time the default spent in
+its candidates' fits, 'scoring' the rest (the cavity or the K-fold scores, the temperature, the
+report).
 """
 import os
 import time
@@ -69,7 +70,8 @@ def main():
     out.write_text(
         "# Cost of `ci.fit(ann)` (model choice) against `ci.fit(ann, \"dawid_skene\")`\n\n"
         "Run: `python experiments/default_cost.py`. Seconds of a compiled call (best of "
-        f"{REPEATS}, Dawid-Skene and default calls interleaved), candidates {', '.join(selection.CANDIDATES)}, criterion "
+        f"{REPEATS}, Dawid-Skene and default calls interleaved), candidates "
+        f"{', '.join(selection.CANDIDATES)}, criterion "
         f"{selection.CRITERION}; 1-minute load average at the start {load:.1f} on 2 shared "
         "cores (other jobs were running: absolute times are noisy, the ratio less so).\n\n"
         "| dataset | annotations | Dawid-Skene s | default s | ratio | default: fits s | "
