@@ -1,8 +1,14 @@
 """Shared fixtures: the real datasets of ../shared/data (read in place, never copied)."""
 import functools
+import os
 import warnings
 
 import pytest
+
+# In-process CLI calls must not turn JAX's persistent compilation cache on for the rest of the test
+# process (every later compile would then be written to ~/.cache; tests that check the cache set
+# their own folder and unset this).
+os.environ.setdefault("CROWDINFER_NO_CACHE", "1")
 
 import crowdinfer as ci
 
