@@ -151,4 +151,4 @@ def _m_step(adam, steps, data, q, hyper, state):
     return GladState(theta.alpha, theta.log_beta, opt)
 
 
-MAP = map_part()
+MAP = _template(25, 0.05)  # the default part, without hyperparameters (``map_part`` adds them)
