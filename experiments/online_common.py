@@ -26,7 +26,6 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import matplotlib
 
 matplotlib.use("Agg")
@@ -153,33 +152,17 @@ def run_curve(config: online.OnlineConfig, task: online.Task, confusion, truth, 
     if config.early_stop is not None:
         raise ValueError("curves are recorded with early_stop=None (the stop is marked afterwards)")
     truth = np.asarray(truth)
-    conf = jnp.asarray(confusion, jnp.float32)
-    truth_j = jnp.asarray(truth)
-    session = Session(config, task)
-    session.state = session.state._replace(
-        key=jax.random.key_data(jax.random.key(100_003 + 7919 * int(seed))))
-    key = jax.random.key(int(seed))
-    rng = np.random.default_rng(int(seed) + 555)
-    start = time.perf_counter()
+    first = Session(config, task)  # the state before any answer (the curve's first point)
     initial = {"step": 0, "annotations": 0, "per_item": 0.0,
-               "accuracy": online.label_accuracy(session.state, truth), "finished": 0.0,
+               "accuracy": online.label_accuracy(first.state, truth), "finished": 0.0,
                "finished_precision": np.nan, "eligible": float(task.n_items)}
-    while int(session.state.step) < max_steps:
-        if int(session.state.step) > 0 and session.stop_reason() is not None:
-            break
-        if proposer is None:
-            proposal = session.propose()
-            item, worker = np.asarray(proposal.item), np.asarray(proposal.worker)
-            valid = np.asarray(proposal.valid)
-        else:
-            item, worker = proposer(config, session.state, rng)
-            valid = np.ones(item.shape, bool)
-        if not valid.any():
-            break
-        answers = simulate.annotate(jax.random.fold_in(key, int(session.state.step)), conf,
-                                    truth_j, jnp.asarray(item), jnp.asarray(worker))
-        session.submit(item[valid], worker[valid], np.asarray(answers)[valid])
-        session.update(gold=truth)
+    first.close()
+    rng = np.random.default_rng(int(seed) + 555)
+    host = None if proposer is None else (lambda s: proposer(config, s.state, rng))
+    start = time.perf_counter()
+    session = online.run_simulation(config, task, confusion, truth, seed=int(seed),
+                                    max_steps=max_steps, loop_seed=100_003 + 7919 * int(seed),
+                                    host_proposer=host)
     hist = pd.concat([pd.DataFrame([initial]), session.history_frame()], ignore_index=True)
     hist["seed"] = int(seed)
     hist["seconds"] = time.perf_counter() - start

@@ -666,10 +666,15 @@ def _finished_precision(state: State, gold) -> float:
 def run_simulation(config: OnlineConfig, task: Task, confusion, true_labels, *, seed: int = 0,
              directory=None, max_steps: int = 10_000, progress: bool = False,
              callback: Optional[Callable] = None, kill_after_ingest: Optional[int] = None,
-             proposer: Optional[Proposer] = None):
+             proposer: Optional[Proposer] = None, loop_seed: Optional[int] = None,
+             host_proposer: Optional[Callable] = None):
     """Run the loop with simulated workers (``confusion`` (M, K, K), the true classes (N,)) until
     it stops; returns the :class:`Session` (``.history_frame()``, ``.labels``, ``.state``).
     ``proposer``: the sampler as a value (default: ``config.sampler``'s, see :class:`Session`).
+    ``host_proposer(session) -> (items, workers)``: a sampler that runs on the host instead (e.g.
+    one written in NumPy for a study); every pair it returns is asked.  ``loop_seed``: the seed of
+    the loop's own random key (proposals, learner), set at the start of a new run (default: the
+    config's); ``seed`` is the seed of the simulated answers.
 
     Every answer is a function of ``(seed, step)``, so a run resumed from ``directory`` gives the
     same answers.  ``kill_after_ingest=t`` sends this process SIGKILL right after the answers of
@@ -685,6 +690,9 @@ def run_simulation(config: OnlineConfig, task: Task, confusion, true_labels, *, 
     if truth.shape != (task.n_items,):
         raise ValueError(f"true_labels must have one class per item ({task.n_items})")
     session = Session(config, task, directory, proposer=proposer)
+    if loop_seed is not None and int(session.state.step) == 0:
+        session.state = session.state._replace(
+            key=jax.random.key_data(jax.random.key(int(loop_seed))))
     key = jax.random.key(seed)
     truth_j = jnp.asarray(truth)
     bar = None
@@ -697,13 +705,19 @@ def run_simulation(config: OnlineConfig, task: Task, confusion, true_labels, *, 
         if session.state.step > 0 and session.pending == 0 and session.stop_reason() is not None:
             break
         if session.pending == 0:
-            proposal = session.propose()
+            if host_proposer is None:
+                proposal = session.propose()
+                item, worker = proposal.item, proposal.worker
+                valid = np.asarray(proposal.valid)
+            else:
+                item, worker = (np.asarray(a) for a in host_proposer(session))
+                valid = np.ones(item.shape, bool)
             step_key = jax.random.fold_in(key, int(session.state.step))
-            answers = annotate(step_key, confusion, truth_j, proposal.item, proposal.worker)
-            valid = np.asarray(proposal.valid)
+            answers = annotate(step_key, confusion, truth_j, jnp.asarray(item), jnp.asarray(worker))
+            valid = np.asarray(valid)
             if not valid.any():
                 break
-            session.submit(np.asarray(proposal.item)[valid], np.asarray(proposal.worker)[valid],
+            session.submit(np.asarray(item)[valid], np.asarray(worker)[valid],
                            np.asarray(answers)[valid])
             if kill_after_ingest is not None and int(session.state.step) == kill_after_ingest:
                 os.kill(os.getpid(), signal.SIGKILL)
