@@ -107,6 +107,31 @@ def test_session_and_run_simulation_take_a_proposer_value():
     assert online.Session(cfg, task).proposer is samplers.from_config(cfg)
 
 
+def test_run_simulation_takes_a_host_sampler_and_a_loop_seed():
+    cfg = online.preset("ds_model", K, early_stop=None)
+    task = online.make_task(N, M)
+    truth = np.arange(N) % K
+    confusion = np.broadcast_to(np.eye(K), (M, K, K))  # perfect workers: answers are the truth
+    asked = []
+
+    def host(session):  # a NumPy sampler: the next 20 items, to worker (step mod M)
+        t = int(session.state.step)
+        asked.append(t)
+        return np.arange(20 * t, 20 * t + 20) % N, np.full(20, t % M)
+
+    sess = online.run_simulation(cfg, task, confusion, truth, max_steps=3, host_proposer=host,
+                                 loop_seed=7)
+    s = sess.state
+    n = int(s.n_annotations)
+    assert asked == [0, 1, 2] and n == 60
+    assert np.asarray(s.data.item[:n]).tolist() == list(range(60))
+    assert np.asarray(s.data.label[:n]).tolist() == (np.arange(60) % K).tolist()
+    # loop_seed sets the loop's key at the start: two runs that differ only in it start apart
+    key = lambda seed: np.asarray(online.run_simulation(cfg, task, confusion, truth, max_steps=0,
+                                                        loop_seed=seed).state.key)
+    assert np.array_equal(key(7), key(7)) and not np.array_equal(key(7), key(8))
+
+
 def check_contract(data, n_annotations):
     """CrowdData's contract (annotations.CrowdData): codes in range everywhere, padding rows
     (weight 0) are (last item, worker 0, label 0)."""
