@@ -11,7 +11,7 @@ What :func:`crowdinfer.fit` does about it:
 
 * it says so, in ``Posterior.warnings`` (every model and engine);
 * for the confusion models (Dawid-Skene, BCC, one-coin: every runner that builds its prior with
-  ``runners._confusion_hyper``) it falls back to what the data support: each unidentified worker's
+  ``runners._confusion_spec``) it falls back to what the data support: each unidentified worker's
   prior is pinned (:data:`PIN` pseudo-answers per row) to the pooled confusion of the workers the
   data do identify -- a Dawid-Skene EM fit on the items with two or more workers, weighted by their
   answers -- or, when no item has two workers, to the homogeneous prior mean (seed 000 appendix E,

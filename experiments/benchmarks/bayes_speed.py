@@ -106,12 +106,14 @@ def nuts_scale_worker(n: int, workers: int, k: int, warmup: int, draws: int) -> 
 
     from crowdinfer.models import class_prior, dawid_skene
     from crowdinfer.ops import label_posterior
-    from crowdinfer.runners import _confusion_hyper
+    from crowdinfer.inference.loop import model_hyper
+    from crowdinfer.runners import _confusion_spec
 
     task = ci.datasets.synthetic(n_items=n // 10, n_workers=workers, n_classes=k,
                                  annotations_per_item=10, seed=0)
     ann = dataclasses.replace(task.annotations, gold=None)
-    hyper, _ = _confusion_hyper(ann, 1.0, False)
+    spec, _ = _confusion_spec(ann, "em", dawid_skene.MAP, 1.0, False)
+    hyper = model_hyper(spec)
     em = ci.fit(ann, "dawid_skene")
     init = {"confusion": jax.numpy.asarray(em.params["confusion"]),
             "class_prior": jax.numpy.asarray(em.params["class_prior"])}
@@ -139,8 +141,10 @@ def nuts_scale_worker(n: int, workers: int, k: int, warmup: int, draws: int) -> 
     steps = np.asarray(mcmc.get_extra_fields()["num_steps"])
     samples = mcmc.get_samples()
     conf = samples["confusion"].mean(0)
-    log_q, _ = label_posterior(data, dawid_skene.MAP.log_lik(data, {"confusion": conf}),
-                               class_prior.MAP.log_prior(data, {"class_prior": samples["class_prior"].mean(0)}, hyper))
+    log_q, _ = label_posterior(
+        data, dawid_skene.MAP.log_lik(data, dawid_skene.ConfusionState(conf)),
+        spec.classes.log_prior(data, class_prior.ClassState(samples["class_prior"].mean(0)),
+                               spec.classes.hyper))
     acc = float((np.asarray(log_q).argmax(1) == task.annotations.gold).mean())
     return {"annotations": n, "workers": workers, "k": k, "parameters": workers * k * (k - 1) + k - 1,
             "warmup": warmup, "draws": draws, "seconds": seconds, "first_s": first, "gradient_s": best,

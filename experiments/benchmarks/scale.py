@@ -144,15 +144,15 @@ def device_data(item, worker, label, n_items, n_workers, k):
 
 
 def em_pieces(data, k):
-    """The Dawid-Skene EM of ``ci.fit(ann, prior="none")`` on device data: (spec, hyper, start)."""
+    """The Dawid-Skene EM of ``ci.fit(ann, prior="none")`` on device data: (spec, start)."""
     import jax.numpy as jnp
 
     from crowdinfer.inference.loop import Spec
     from crowdinfer.models import class_prior, dawid_skene, majority_vote
 
-    hyper = {"confusion": jnp.ones((k, k), jnp.float32),
-             "class_concentration": jnp.full((k,), 2.0, jnp.float32)}
-    return Spec(dawid_skene.MAP, class_prior.MAP), hyper, majority_vote.soft(data)
+    spec = Spec(dawid_skene.map_part(jnp.ones((k, k), jnp.float32)),
+                class_prior.part("em", k, concentration=2.0))
+    return spec, majority_vote.soft(data)
 
 
 # ------------------------------------------------------------------ part: defaults vs crowd-kit
@@ -208,22 +208,21 @@ def phases(ann, repeats: int = 5) -> dict:
     import jax
     import numpy as np
 
-    from crowdinfer.inference.loop import Spec, run
-    from crowdinfer.models import class_prior, dawid_skene, majority_vote, priors
-    from crowdinfer.runners import _confusion_hyper
+    from crowdinfer.inference.loop import run
+    from crowdinfer.models import dawid_skene, majority_vote, priors
+    from crowdinfer.runners import _confusion_spec
 
     res = {}
     res["prior (pooled, host)"] = _best(lambda: priors.resolve(ann), repeats)
-    hyper, _ = _confusion_hyper(ann, 1.0, False)
+    spec, _ = _confusion_spec(ann, "em", dawid_skene.MAP, 1.0, False)
     res["to_device"] = _best(lambda: jax.block_until_ready(ann.to_device()), repeats)
     data = ann.to_device()
     res["majority-vote start"] = _best(
         lambda: jax.block_until_ready(majority_vote.soft(data)), repeats)
     start = majority_vote.soft(data)
-    spec = Spec(dawid_skene.MAP, class_prior.MAP)
-    state = run(spec, data, hyper, start)
+    state = run(spec, data, start)
     res["EM loop (default stop)"] = _best(
-        lambda: jax.block_until_ready(run(spec, data, hyper, start)), repeats)
+        lambda: jax.block_until_ready(run(spec, data, start)), repeats)
     res["EM iterations"] = int(state.iteration)
     res["posterior to host"] = _best(
         lambda: np.exp(np.asarray(jax.device_get(state.log_q), np.float64)), repeats)
@@ -247,11 +246,11 @@ def iteration_worker(n: int, k: int, full_fit: bool = False) -> dict:
     _reset_peak()
     data = device_data(item, worker, label, n_items, 200, k)
     del item, worker, label
-    spec, hyper, start = em_pieces(data, k)
+    spec, start = em_pieces(data, k)
 
     def loop(max_iter):
         return jax.block_until_ready(
-            run(spec, data, hyper, start, max_iter=max_iter, tol=-math.inf, stop="objective"))
+            run(spec, data, start, max_iter=max_iter, tol=-math.inf, stop="objective"))
 
     if n <= 10**7:
         for m in (1, 6):
@@ -267,7 +266,7 @@ def iteration_worker(n: int, k: int, full_fit: bool = False) -> dict:
 
         t = time.perf_counter()
         start = majority_vote.soft(data)
-        state = jax.block_until_ready(run(spec, data, hyper, start))
+        state = jax.block_until_ready(run(spec, data, start))
         out["fit_s"] = time.perf_counter() - t
         out["fit_n_iter"] = int(state.iteration)
         labels = np.asarray(jax.device_get(state.log_q.argmax(-1)))
