@@ -25,7 +25,6 @@ import os
 import time
 from pathlib import Path
 
-import jax
 import matplotlib
 
 matplotlib.use("Agg")
@@ -76,10 +75,12 @@ def command_line(doc: str, config: dict, argv, quick: dict, quick_help: str,
 
 
 def enable_compile_cache(path: str | None = None) -> None:
-    """Persistent XLA cache, so that separate invocations do not compile the same update again."""
-    path = path or os.environ.get("CROWDINFER_JAX_CACHE", "/tmp/crowdinfer_online_jax_cache")
-    jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    """Persistent XLA cache, so that separate invocations do not compile the same update again
+    (the CLI's switch: off when ``CROWDINFER_NO_CACHE`` is set, as in the test suite)."""
+    from crowdinfer.cli import enable_compilation_cache
+
+    enable_compilation_cache(
+        path or os.environ.get("CROWDINFER_JAX_CACHE", "/tmp/crowdinfer_online_jax_cache"))
 
 
 def stall_stop(finished, spent, limit) -> int | None:
