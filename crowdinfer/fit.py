@@ -14,7 +14,7 @@ from . import identifiability
 from .annotations import Annotations
 from .models.priors import DEFAULT_ACCURACY
 from .models.priors import resolve as resolve_prior
-from .options import REGISTRY
+from .options import REGISTRY, CalibrationOptions
 from .options import validate as validate_options
 from .posterior import Posterior
 
@@ -59,6 +59,14 @@ def fit(annotations: Annotations, model: str | None = None, method: str | None =
             scores only the gold items that were not clamped.  Default ``False``: the gold is for
             scoring (every loaded dataset carries its evaluation truth as gold), except that
             ``prior="worker"`` still builds each worker's prior from it (seed 000, A.4 B).
+        calibrate: ``True`` maps the label probabilities by a temperature and a floor,
+            ``(1 - eps) softmax(log q / T) + eps / K``, with ``T`` and ``eps`` fitted by maximum
+            likelihood of the gold labels (``Annotations.gold``, at least 10 items), each gold item
+            scored by a fit that did not see its gold: one fit when the fit uses no gold, else
+            ``calibration_folds`` (5) cross-fits plus the full fit (:mod:`crowdinfer.calibration`;
+            ``post.calibration`` holds ``T`` and ``eps``).  The most probable labels do not change.
+            Any model and engine, the default too (its gold-free temperature is applied first).
+            Default ``False``.
         **options: depend on the model and engine, and are checked before any work: the
             groups are the frozen dataclasses of :mod:`crowdinfer.options` --
             :class:`~crowdinfer.options.PriorOptions` (``prior``, ``strength``, ...),
@@ -66,18 +74,25 @@ def fit(annotations: Annotations, model: str | None = None, method: str | None =
             :class:`~crowdinfer.options.LoopOptions` (EM/VB: ``max_iter``, ``tol``, ``stop``),
             :class:`~crowdinfer.options.NutsOptions`, :class:`~crowdinfer.options.SviOptions`,
             :class:`~crowdinfer.options.CommunityOptions`,
-            :class:`~crowdinfer.options.GladOptions`, :class:`~crowdinfer.options.VoteOptions`;
+            :class:`~crowdinfer.options.GladOptions`, :class:`~crowdinfer.options.VoteOptions`,
+            :class:`~crowdinfer.options.CalibrationOptions` (``calibrate``, above);
             ``crowdinfer.options.options_for(model, method)`` lists the names one engine takes.
 
     Raises:
         ValueError: an unknown model, engine or option (naming the model, the engine and the valid
-            options), or an option outside its allowed range (naming it and the range).
+            options), or an option outside its allowed range (naming it and the range);
+            ``calibrate=True`` without at least 10 gold labels.
 
     Returns:
         a :class:`~crowdinfer.Posterior`.
     """
     import pandas as pd
 
+    calibration = CalibrationOptions.take(options)
+    if calibration.calibrate:
+        from .calibration import calibrated_fit
+
+        return calibrated_fit(annotations, model, method, calibration.calibration_folds, **options)
     if model is None or model == "auto":
         if method is not None:
             raise ValueError(f"method={method!r} needs a model: the default (model=None) chooses "

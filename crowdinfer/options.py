@@ -30,6 +30,10 @@ group                  options (default)
                        ``beta_scale`` (1.0 each), ``class_prior`` (None: uniform, fixed),
                        ``prior_logits``, ``m_steps`` (25), ``learning_rate`` (0.05)
 :class:`VoteOptions`   majority vote: ``ties`` (``"split"`` / ``"first"``)
+:class:`CalibrationOptions`  every model and engine (taken by ``fit`` itself):
+                       ``calibrate`` (False: probabilities mapped by a temperature and a
+                       floor fitted on gold labels, :mod:`crowdinfer.calibration`),
+                       ``calibration_folds`` (5)
 =====================  ==============================================================
 
 This module imports neither JAX nor NumPy at import time, so the command line can list the models
@@ -44,7 +48,8 @@ from typing import Any, Callable, NamedTuple
 
 __all__ = [
     "LoopOptions", "NutsOptions", "SviOptions", "PriorOptions", "LearnedPriorOptions",
-    "CommunityOptions", "GladOptions", "VoteOptions", "SCHEMAS", "KNOWN_MODELS", "REGISTRY",
+    "CommunityOptions", "GladOptions", "VoteOptions", "CalibrationOptions", "SCHEMAS",
+    "KNOWN_MODELS", "REGISTRY",
     "Registered", "register",
     "options_for", "validate", "UnknownOptionError", "catalogue", "help_catalogue",
 ]
@@ -284,6 +289,28 @@ class VoteOptions(_Group):
     """Majority vote (:mod:`crowdinfer.models.majority_vote`)."""
 
     ties: str = _opt("split", choice("split", "first"))
+
+
+@dataclasses.dataclass(frozen=True)
+class CalibrationOptions(_Group):
+    """Label probabilities calibrated on gold labels (:mod:`crowdinfer.calibration`): any model
+    and engine, the default too; ``fit`` takes them itself (they are in no :data:`SCHEMAS` row).
+    ``calibrate=True`` needs gold labels (``Annotations.gold``) on at least
+    ``crowdinfer.calibration.MIN_GOLD`` items; ``calibration_folds``: the cross-fitting folds
+    when the fit itself uses the gold (``use_gold=True`` or ``prior="worker"``)."""
+
+    calibrate: bool = _opt(False, boolean)
+    calibration_folds: int = _opt(5, integer(2))
+
+    @classmethod
+    def take(cls, options: dict) -> "CalibrationOptions":
+        """Pop this group's options out of ``options`` (a ``fit`` call's) and check them."""
+        given = {n: options.pop(n) for n in cls.names() if n in options}
+        out = cls(**given)
+        if "calibration_folds" in given and not out.calibrate:
+            raise ValueError("calibration_folds is an option of calibrate=True; pass calibrate=True "
+                             "(with gold labels in Annotations.gold) or leave it out")
+        return out
 
 
 # ------------------------------------------------------------------ schemas

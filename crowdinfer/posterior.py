@@ -66,6 +66,7 @@ class Posterior:
     _arviz: dict = dataclasses.field(default_factory=dict, init=False, repr=False)  # to_arviz cache
     selection: dict | None = None  # fit's default: candidates, held-out scores, chosen model
     gold_used: np.ndarray | None = None  # (N,) bool: items clamped to their gold label in training
+    calibration: dict | None = None  # fit(calibrate=True): T, eps (crowdinfer.calibration)
 
     def __post_init__(self):
         for name in ("label_probs", "confusion", "class_prior"):
