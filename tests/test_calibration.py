@@ -186,3 +186,31 @@ def test_the_measures_match_the_accuracy_experiment():
     truth = (rng.random(3000)[:, None] > np.cumsum(q, -1)).sum(-1)
     assert cal.expected_calibration_error(q, truth) < 0.03
     assert cal.expected_calibration_error(cal.calibrate_probs(q, 0.3, 0.0), truth) > 0.1
+
+
+# where experiments/results/calibration.md shows the promise holding with 25% of the gold given
+# (pooled over its 5 draws, scored on the other gold items); it does not hold for "calibrate" on
+# dog, face, zencrowd_in, music_genre, nor for "calibrate+use_gold" on face, music_genre
+HOLDS_WITH_25_PERCENT = {
+    "calibrate": ["rte", "temp", "bluebird", "web", "product", "sentiment_possent", "cf",
+                  "labelme"],
+    "calibrate+use_gold": ["rte", "temp", "bluebird", "dog", "web", "product",
+                           "sentiment_possent", "cf", "zencrowd_in", "labelme"],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted({n for v in HOLDS_WITH_25_PERCENT.values() for n in v}))
+def test_with_a_quarter_of_the_gold_risk_below_a_tenth_is_ninety_percent_right(name, dataset):
+    from experiments import calibration as exp
+
+    dataset(name)  # fails loudly when ../shared/data is missing
+    variants = {v: exp.VARIANTS[v] for v, names in HOLDS_WITH_25_PERCENT.items() if name in names}
+    ann, gold, _ = exp.load(name)
+    default = fit(ann).label_probs
+    runs = [exp.split_scores(ann, gold, 0.25, s, variants, default) for s in range(exp.SPLITS)]
+    for variant in variants:
+        got = exp.pooled([r[variant] for r in runs])
+        assert got["n_sure"] > 0 and got["precision"] >= 0.9, (variant, got)
+        if variant == "calibrate":  # the gold only maps the probabilities: the same labels
+            assert got["accuracy"] == exp.pooled([r["default"] for r in runs])["accuracy"]
