@@ -41,7 +41,7 @@ import numpy as np
 
 __all__ = ["Calibrator", "calibrate_probs", "fit_calibrator", "expected_calibration_error",
            "precision_at_risk", "calibration_report", "gold_folds", "calibrated_fit",
-           "MIN_GOLD", "T_BOUNDS", "EPS_MAX"]
+           "MIN_GOLD", "T_BOUNDS", "EPS_MAX", "FOLD_SEED"]
 
 MIN_GOLD = 10  # gold items below which two parameters are not fitted
 T_BOUNDS = (0.05, 100.0)  # the temperatures searched
@@ -211,11 +211,14 @@ def gold_folds(gold, folds: int, seed: int = 0) -> np.ndarray:
     return out
 
 
-def calibrated_fit(annotations, model=None, method=None, folds: int = 5, seed: int = 0,
-                   **options):
+FOLD_SEED = 0  # the cross-fitting folds' draw
+
+
+def calibrated_fit(annotations, model=None, method=None, calibration_folds: int = 5, **options):
     """``fit(annotations, model, method, **options)`` with its label probabilities mapped by a
     :class:`Calibrator` fitted on cross-fitted posteriors of the gold items (module docstring).
-    What ``fit(..., calibrate=True, calibration_folds=folds)`` runs."""
+    What ``fit(..., calibrate=True, calibration_folds=...)`` runs; ``options`` go to every fit
+    unchanged (an engine's own ``seed`` or ``folds`` included)."""
     import pandas as pd
 
     from .annotations import Annotations
@@ -230,6 +233,7 @@ def calibrated_fit(annotations, model=None, method=None, folds: int = 5, seed: i
     if n_gold < MIN_GOLD:
         raise ValueError(f"calibrate=True needs at least {MIN_GOLD} items with a gold label "
                          f"(Annotations.gold), got {n_gold}")
+    folds = calibration_folds
     use_gold = options.get("use_gold", False)
     uses_gold = use_gold is True or (isinstance(options.get("prior"), str)
                                      and options["prior"] == "worker")
@@ -237,7 +241,7 @@ def calibrated_fit(annotations, model=None, method=None, folds: int = 5, seed: i
         raise ValueError(f"calibration_folds={folds} is more than the {n_gold} gold items")
     post = fit(annotations, model, method, **options)
     if uses_gold:  # each gold item's posterior from a fit that did not see its gold
-        fold = gold_folds(gold, folds, seed)
+        fold = gold_folds(gold, folds, FOLD_SEED)
         held = np.zeros(post.label_probs.shape, np.float64)
         for f in range(folds):
             part = dataclasses.replace(annotations, gold=np.where(fold == f, -1, gold))

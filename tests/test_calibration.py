@@ -107,6 +107,9 @@ def test_fit_calibrate_maps_probabilities_and_keeps_labels(gold_task):
     known = ann.gold >= 0
     np.testing.assert_array_equal(both.label_probs[known], clamped.label_probs[known])
     assert not np.allclose(both.label_probs[~known], clamped.label_probs[~known])
+    # an engine's own seed= and folds= (the learned prior's) go to the fits, not to the calibration
+    assert fit(ann, "dawid_skene", calibrate=True, use_gold=True, seed=1, folds=2
+               ).calibration["folds"] == 5
     # the default (no model named) takes it too
     default = fit(ann, calibrate=True)
     assert np.array_equal(default.labels, fit(ann).labels) and default.calibration is not None
@@ -130,7 +133,7 @@ def test_cross_fitting_never_scores_an_item_with_its_own_gold(gold_task, monkeyp
 
     monkeypatch.setattr(fit_module, "fit", spy_fit)
     monkeypatch.setattr(cal, "fit_calibrator", spy_calibrator)
-    cal.calibrated_fit(ann, "dawid_skene", None, 4, use_gold=True)
+    cal.calibrated_fit(ann, "dawid_skene", None, calibration_folds=4, use_gold=True)
     assert len(calls) == 5  # the full fit, then one per fold
     assert np.array_equal(calls[0][0], ann.gold)
     has = np.flatnonzero(ann.gold >= 0)
