@@ -59,7 +59,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-__all__ = ["Annotations", "CrowdData", "capacity_bucket"]
+__all__ = ["Annotations", "CrowdData", "capacity_bucket", "slot_layout"]
 
 _ITEM_COLUMNS = ("item", "task")
 
@@ -82,6 +82,40 @@ def capacity_bucket(n: int, minimum: int = 1024) -> int:
     raise AssertionError("unreachable")
 
 
+def slot_layout(item, worker, label, weight, n_items: int, n_workers: int, n_classes: int, *,
+                max_fill: float = 1.5, max_slots: int = 64) -> np.ndarray | None:
+    """The per-item layout of :attr:`CrowdData.slots` (host int32, shape (S, N)), or ``None``
+    when it does not pay: a weight other than 0 or 1 (rows of weight 0 are left out), more than
+    ``max_slots`` annotations on one item, or ``S * N > max_fill * annotations`` (a few items with
+    many more annotations than the rest).  ``S`` is the largest number of annotations of an item,
+    rounded up to a multiple of 8 above 16 (the kernels sum 8 slots per pass there)."""
+    item, worker, label = (np.asarray(a) for a in (item, worker, label))
+    if weight is not None:
+        weight = np.asarray(weight)
+        if not np.all((weight == 0) | (weight == 1)):
+            return None
+        if not weight.all():
+            keep = weight == 1
+            item, worker, label = item[keep], worker[keep], label[keep]
+    n = len(item)
+    if n == 0 or n_items == 0:
+        return None
+    counts = np.bincount(item, minlength=n_items)
+    s = int(counts.max())
+    if s > 16:
+        s = -(-s // 8) * 8
+    if s > max_slots or s * n_items > max_fill * n:
+        return None
+    if not np.all(item[1:] >= item[:-1]):
+        order = np.argsort(item, kind="stable")
+        item, worker, label = item[order], worker[order], label[order]
+    starts = (np.cumsum(counts) - counts).astype(np.int64)
+    rank = np.arange(n, dtype=np.int64) - np.repeat(starts, counts)
+    out = np.full((s, n_items), n_workers * n_classes, np.int32)
+    out.reshape(-1)[rank * n_items + item] = worker * n_classes + label
+    return out
+
+
 @jax.tree_util.register_pytree_node_class
 @dataclasses.dataclass(frozen=True)
 class CrowdData:
@@ -99,6 +133,14 @@ class CrowdData:
       (:mod:`crowdinfer.online.state`) holds them in arrival order, its free rows padding.
 
     The sizes are static (pytree aux data), so ``jit`` specialises on them.
+
+    ``slots`` (optional, built by :meth:`Annotations.to_device` on one device when every weight
+    is 0 or 1 and the items' numbers of annotations are even enough: :func:`slot_layout`) is the
+    same annotations laid out per item, shape (S, N): ``slots[s, i] = worker * K + label`` of item
+    ``i``'s ``s``-th annotation, ``n_workers * K`` where it has fewer than ``S + 1``.  The kernels
+    of :mod:`crowdinfer.ops` then sum over an item's annotations slot by slot, which XLA fuses
+    with the gathers (no (annotations, K) intermediate).  It must describe the same annotations
+    as the rows: a ``CrowdData`` built from changed rows leaves it out (the default).
     """
 
     item: jax.Array
@@ -108,9 +150,11 @@ class CrowdData:
     n_items: int
     n_workers: int
     n_classes: int
+    slots: jax.Array | None = None
 
     def tree_flatten(self):
-        return (self.item, self.worker, self.label, self.weight), (
+        rows = (self.item, self.worker, self.label, self.weight)
+        return rows + (() if self.slots is None else (self.slots,)), (
             self.n_items,
             self.n_workers,
             self.n_classes,
@@ -118,7 +162,11 @@ class CrowdData:
 
     @classmethod
     def tree_unflatten(cls, aux, children):
-        return cls(*children, *aux)
+        return cls(*children[:4], *aux, slots=children[4] if len(children) > 4 else None)
+
+    def rows_only(self) -> "CrowdData":
+        """The same annotations without ``slots`` (for code that maps over the row arrays)."""
+        return self if self.slots is None else dataclasses.replace(self, slots=None)
 
     @property
     def worker_label(self) -> jax.Array:
@@ -1187,6 +1235,9 @@ class Annotations:
             return put(np.concatenate([a, np.full(pad, fill, dtype=np.int32)]))
 
         weight = np.concatenate([self.weights, np.zeros(pad, np.float32)])
+        slots = None if sharding is not None else slot_layout(
+            self.item, self.worker, self.label, self.weight, self.n_items, self.n_workers,
+            self.n_classes)
         return CrowdData(
             item=padded(self.item, self.n_items - 1),
             worker=padded(self.worker, 0),
@@ -1195,6 +1246,7 @@ class Annotations:
             n_items=self.n_items,
             n_workers=self.n_workers,
             n_classes=self.n_classes,
+            slots=None if slots is None else put(slots),
         )
 
 

@@ -55,7 +55,7 @@ from jax import lax
 
 from crowdinfer.annotations import CrowdData
 from crowdinfer.distributed import annotation_sum, data_mesh
-from crowdinfer.ops import label_posterior, mean_annotation_likelihood
+from crowdinfer.ops import item_sum, label_posterior, mean_annotation_likelihood
 
 __all__ = ["WorkerPart", "ClassPart", "Spec", "State", "init", "step", "run", "STOP_RULES",
            "public", "as_state", "model_hyper"]
@@ -153,6 +153,10 @@ class State(NamedTuple):
         return {**public(self.workers), **public(self.classes)}
 
 
+def _log_lik_of_rows(workers: WorkerPart, state, rows: CrowdData) -> jax.Array:
+    return workers.log_lik(rows, state)
+
+
 def _iterate(spec: Spec, data: CrowdData, workers_state, classes_state, label_probs, soft: bool,
              mesh):
     """Update both parts from ``label_probs``, then the E-step and the objective (and, for the
@@ -160,20 +164,33 @@ def _iterate(spec: Spec, data: CrowdData, workers_state, classes_state, label_pr
     workers, classes = spec
     classes_state = classes.update(data, label_probs, classes.hyper, classes_state)
     log_prior = classes.log_prior(data, classes_state, classes.hyper)
+    slotted = data.slots is not None and mesh is None  # the per-item layout: fused item sums
     if workers.statistics is None:
         workers_state = workers.update(data, label_probs, workers.hyper, workers_state)
-        log_lik = workers.log_lik(data, workers_state)
-        log_q, evidence = label_posterior(data, log_lik, log_prior)
+        if slotted:
+            log_lik = partial(_log_lik_of_rows, workers, workers_state)
+            log_q, evidence = label_posterior(data, None, log_prior,
+                                              item_log_lik=item_sum(data, log_lik))
+        else:
+            log_lik = workers.log_lik(data, workers_state)
+            log_q, evidence = label_posterior(data, log_lik, log_prior)
         likelihood = (mean_annotation_likelihood(data, log_lik, jnp.exp(log_q)) if soft
                       else jnp.nan)
+    elif slotted:  # no (annotations, K) array, so no chunks
+        stats = workers.statistics(data, label_probs)
+        workers_state = workers.from_statistics(stats, workers.hyper, workers_state)
+        item_ll = item_sum(data, partial(_log_lik_of_rows, workers, workers_state))
+        log_q, evidence = label_posterior(data, None, log_prior, item_log_lik=item_ll)
     else:
-        stats = annotation_sum(workers.statistics, data, label_probs, mesh=mesh)
+        rows = data.rows_only()  # the chunks and shards map over the row arrays
+        stats = annotation_sum(workers.statistics, rows, label_probs, mesh=mesh)
         workers_state = workers.from_statistics(stats, workers.hyper, workers_state)
         zero = jnp.zeros((data.n_items, data.n_classes), jnp.float32)
         item_ll = annotation_sum(
             lambda d, p, acc: acc.at[d.item].add(workers.log_lik(d, p) * d.weight[:, None]),
-            data, (workers_state, zero), mesh=mesh, accumulate=True)
+            rows, (workers_state, zero), mesh=mesh, accumulate=True)
         log_q, evidence = label_posterior(data, None, log_prior, item_log_lik=item_ll)
+    if workers.statistics is not None:
         likelihood = (workers.expected_likelihood(stats, workers_state)
                       / jnp.maximum(data.weight.sum(), 1.0)) if soft else jnp.nan
     objective = (evidence.sum() + workers.objective(workers_state, workers.hyper)
