@@ -109,10 +109,13 @@ def slot_layout(item, worker, label, weight, n_items: int, n_workers: int, n_cla
     if not np.all(item[1:] >= item[:-1]):
         order = np.argsort(item, kind="stable")
         item, worker, label = item[order], worker[order], label[order]
+    codes = (worker * n_classes + label).astype(np.int32)
+    if counts.min() == s:  # every item has s annotations: a transpose
+        return np.ascontiguousarray(codes.reshape(n_items, s).T)
     starts = (np.cumsum(counts) - counts).astype(np.int64)
     rank = np.arange(n, dtype=np.int64) - np.repeat(starts, counts)
     out = np.full((s, n_items), n_workers * n_classes, np.int32)
-    out.reshape(-1)[rank * n_items + item] = worker * n_classes + label
+    out.reshape(-1)[rank * n_items + item] = codes
     return out
 
 

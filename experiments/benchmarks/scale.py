@@ -121,11 +121,12 @@ def generate(n: int, k: int, n_workers: int = 200, per_item: int = 10, seed: int
 
 def device_data(item, worker, label, n_items, n_workers, k):
     """CrowdData straight from int32 arrays (the 10^8 runs skip ``Annotations``' pandas checks),
-    sharded like ``Annotations.to_device`` when JAX has several devices."""
+    sharded like ``Annotations.to_device`` when JAX has several devices, and like it with the
+    per-item layout (``CrowdData.slots``) on one device."""
     import jax
     import numpy as np
 
-    from crowdinfer.annotations import CrowdData
+    from crowdinfer.annotations import CrowdData, slot_layout
     from crowdinfer.distributed import annotation_sharding
 
     sharding = annotation_sharding()
@@ -139,8 +140,11 @@ def device_data(item, worker, label, n_items, n_workers, k):
         return jax.device_put(a, sharding) if sharding is not None else jax.device_put(a)
 
     weight = np.ones(n, np.float32)
+    slots = None if sharding is not None else slot_layout(item, worker, label, None, n_items,
+                                                          n_workers, k)
     return CrowdData(put(item, n_items - 1), put(worker, 0), put(label, 0), put(weight, 0.0),
-                     n_items, n_workers, k)
+                     n_items, n_workers, k,
+                     slots=None if slots is None else jax.device_put(slots))
 
 
 def em_pieces(data, k):
@@ -249,6 +253,7 @@ def iteration_worker(n: int, k: int, full_fit: bool = False) -> dict:
     _reset_peak()
     data = device_data(item, worker, label, n_items, 200, k)
     del item, worker, label
+    out["layout"] = "rows" if data.slots is None else f"slots ({data.slots.shape[0]} per item)"
     spec, start = em_pieces(data, k)
 
     def loop(max_iter):
