@@ -84,11 +84,63 @@ def test_cavity_tracks_exact_leave_one_annotation_out(task, model):
 
 
 def test_a_candidate_without_a_cavity_means_k_fold_for_all(task):
-    post = selection.select(task.annotations, candidates=["dawid_skene", "majority_vote"])
+    post = selection.select(task.annotations, candidates=["dawid_skene", "majority_vote"],
+                            criterion="cavity")
     assert post.selection["criterion"] == "kfold" and post.selection["folds"] == 2
     assert set(post.selection["scores"]) == {"dawid_skene", "majority_vote"}
-    with pytest.raises(ValueError, match="criterion must be 'cavity' or 'kfold'"):
+    with pytest.raises(ValueError, match=r"criterion must be one of \('cavity', 'kfold', "
+                                         r"'holdout'\), got 'evidence'"):
         selection.select(task.annotations, criterion="evidence")
+
+
+@pytest.fixture(scope="module")
+def sparse_crowd():
+    """5 classes, errors spread evenly (one-coin workers), 3 answers per item, 40 workers."""
+    import dataclasses
+
+    t = ci.datasets.synthetic(n_items=1500, n_workers=40, n_classes=5, annotations_per_item=3,
+                              seed=7)
+    return dataclasses.replace(t.annotations, gold=None), t.true_labels
+
+
+def test_holdout_is_not_fooled_where_the_cavity_overrates_dawid_skene(sparse_crowd):
+    """On a sparse one-coin crowd the cavity (optimistic for Dawid-Skene's K(K-1) parameters per
+    worker) picks Dawid-Skene; the default's exact held-out split picks one-coin, the more
+    accurate model, and returns its fit on all the annotations."""
+    ann, truth = sparse_crowd
+    cavity = selection.select(ann, criterion="cavity")
+    holdout = fit(ann)
+    assert holdout.selection["criterion"] == "holdout" == selection.CRITERION
+    assert cavity.selection["chosen"] == "dawid_skene"
+    assert holdout.selection["chosen"] == holdout.model == "one_coin"
+    scores = holdout.selection["scores"]
+    assert scores["one_coin"]["score"] > scores["dawid_skene"]["score"] + 0.1
+    assert holdout.accuracy(truth) > cavity.accuracy(truth) + 0.01
+    full = fit(ann, "one_coin")  # the refit on every annotation, then tempered
+    np.testing.assert_array_equal(holdout.labels, full.labels)
+    np.testing.assert_allclose(
+        holdout.label_probs, selection.temper(full.label_probs, holdout.selection["temperature"]),
+        atol=1e-9)
+
+
+def test_holdout_scores_only_the_held_out_half(sparse_crowd):
+    """The held-out rows are the fold the fits did not see, and the score is their exact
+    predictive; the temperature search agrees with a grid over the same rows."""
+    ann, _ = sparse_crowd
+    scores, posts, rows = selection.holdout_scores(ann, ["one_coin"])
+    fold = selection._fold_of(ann, 2, 0)
+    np.testing.assert_array_equal(rows, np.flatnonzero(fold == 1))
+    post = posts["one_coin"]
+    assert post.annotations.n_annotations == int((fold == 0).sum())
+    assert scores["one_coin"]["score"] == pytest.approx(
+        selection._log_predictive(post, ann, rows).mean())
+    t, gain = selection.holdout_temperature(post, ann, rows)
+    curve = selection._tempered_curve(post, ann, rows, selection.TEMPERATURES)
+    best = int(np.argmax(curve))
+    step = selection.TEMPERATURES[1] / selection.TEMPERATURES[0]
+    assert selection.TEMPERATURES[best] / step <= t <= selection.TEMPERATURES[best] * step
+    at_one = curve[int(np.argmin(abs(np.log(selection.TEMPERATURES))))]
+    assert gain == pytest.approx(max(curve) - at_one, abs=2e-3)
 
 
 def test_tempering_changes_probabilities_not_labels(task, default):
