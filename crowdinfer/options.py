@@ -23,7 +23,7 @@ group                  options (default)
                        ((N, K) fixed ``log p(y_i | x_i)``)
 :class:`LearnedPriorOptions`  ``label_prior`` (``"proportions"`` / ``"classifier"``),
                        ``features``, ``hidden`` ((128,)), ``classifier_steps`` (20),
-                       ``learning_rate`` (1e-3), ``weight_decay`` (1e-4), ``seed``,
+                       ``learning_rate`` (1e-3), ``weight_decay`` (None: chosen), ``seed``,
                        ``folds`` (5)
 :class:`CommunityOptions`  community BCC: ``communities`` (3), ``deviation`` (2.0)
 :class:`GladOptions`   GLAD: ``alpha_mean``, ``alpha_scale``, ``beta_mean``,
@@ -257,7 +257,7 @@ class LearnedPriorOptions(_Group):
     hidden: tuple = _opt((128,), layer_sizes)
     classifier_steps: int = _opt(20, integer(1))
     learning_rate: float = _opt(1e-3, RATE)
-    weight_decay: float = _opt(1e-4, number(0.0))
+    weight_decay: float | None = _opt(None, optional(number(0.0)))  # None: cross-validated
     seed: int = _opt(0, SEED)
     folds: int = _opt(5, integer(1))
 

@@ -60,16 +60,17 @@ def _group(group: type, options: dict):
 
 def run_loop(model_name: str, method: str, spec: Spec, annotations: Annotations,
              loop: LoopOptions = LoopOptions(), *, options: dict,
-             classifier: dict | None = None) -> Posterior:
-    """Run the coordinate-ascent loop (EM or VB) on ``spec`` from the soft majority vote, with the
-    ``loop`` options, and wrap the result; ``classifier`` describes a learned prior for prediction."""
+             classifier: dict | None = None, start=None) -> Posterior:
+    """Run the coordinate-ascent loop (EM or VB) on ``spec`` from ``start`` (default: the soft
+    majority vote), with the ``loop`` options, and wrap the result; ``classifier`` describes a
+    learned prior for prediction."""
     data = annotations.to_device()
     callback = _progress_callback(loop.max_iter, method.upper()) if loop.progress else None
     gold = getattr(spec.classes.hyper, "gold_offset", None)
     state = run(
         spec,
         data,
-        label_prior.clamp_probs(majority_vote.soft(data), gold),
+        label_prior.clamp_probs(majority_vote.soft(data), gold) if start is None else start,
         max_iter=loop.max_iter,
         tol=loop.tol,
         stop=loop.stop,
@@ -144,9 +145,12 @@ def _confusion_spec(annotations, method: str, workers: WorkerPart, offset: float
     return Spec(workers.with_hyper(hyper), classes), recorded
 
 
-def _classifier_prior(annotations: Annotations, classes: ClassPart, options: LearnedPriorOptions):
+def _classifier_prior(annotations: Annotations, classes: ClassPart, options: LearnedPriorOptions,
+                      crowd: tuple):
     """Set up the learned label prior (in place of ``classes``, whose gold offset it keeps): its
-    part with the standardised features, and what prediction on new items needs."""
+    part with the standardised features and stage 1's ``crowd`` evidence
+    (:func:`crowdinfer.models.learned_prior.crowd_evidence`), and what prediction on new items
+    needs."""
     features, seed, folds = options.features, options.seed, options.folds
     x = annotations.features if features is None else np.asarray(features, np.float32)
     if x is None:
@@ -158,14 +162,16 @@ def _classifier_prior(annotations: Annotations, classes: ClassPart, options: Lea
     hidden = tuple(int(h) for h in options.hidden)
     part = learned_prior.classifier_part(annotations.n_classes, hidden,
                                          int(options.classifier_steps), float(options.learning_rate),
-                                         float(options.weight_decay), int(seed), int(folds))
+                                         None if options.weight_decay is None
+                                         else float(options.weight_decay), int(seed), int(folds))
     hyper = learned_prior.LearnedHyper(
         features=jnp.asarray(z),
         train_mask=jnp.asarray(annotations.annotations_per_item() > 0, jnp.float32),
         fold=jnp.asarray(np.random.default_rng(seed).permutation(annotations.n_items)
                          % max(int(folds), 1), jnp.int32),
         gold_offset=getattr(classes.hyper, "gold_offset", None),
-        class_concentration=getattr(classes.hyper, "class_concentration", None))
+        class_concentration=getattr(classes.hyper, "class_concentration", None),
+        crowd_probs=crowd[0], crowd_log_lik=crowd[1])
     return part.with_hyper(hyper), {"hidden": hidden, "mean": mean, "std": std}
 
 
@@ -181,17 +187,30 @@ def loop_runner(model_name: str, method: str, workers: WorkerPart, offset: float
         loop = LoopOptions(**options)  # anything else is a loop option (or an unknown name)
         spec, recorded = _confusion_spec(annotations, method, workers, offset, one_coin_prior,
                                          prior)
-        classifier = None
+        classifier, start = None, None
         if learned.label_prior == "classifier":
-            classes, classifier = _classifier_prior(annotations, spec.classes, learned)
-            spec = spec._replace(classes=classes)
+            # two stages (models/learned_prior.py): the model without the classifier to
+            # convergence, then the classifier prior learned from it, the loop run from its labels
+            data = annotations.to_device()
+            crowd = run(spec, data, label_prior.clamp_probs(
+                majority_vote.soft(data), getattr(spec.classes.hyper, "gold_offset", None)),
+                max_iter=loop.max_iter, tol=loop.tol, stop=loop.stop)
+            evidence = learned_prior.crowd_evidence(spec, data, crowd)
+            classes, classifier = _classifier_prior(annotations, spec.classes, learned, evidence)
+            spec, start = spec._replace(classes=classes), evidence[0]
             recorded.update(label_prior="classifier", hidden=classifier["hidden"],
                             classifier_steps=learned.classifier_steps,
                             learning_rate=learned.learning_rate,
                             weight_decay=learned.weight_decay, seed=learned.seed,
                             folds=learned.folds)
-        return run_loop(model_name, method, spec, annotations, loop, options=recorded,
-                        classifier=classifier)
+        if classifier is None:
+            return run_loop(model_name, method, spec, annotations, loop, options=recorded)
+        # stage 2 is one iteration: stage 1's worker parameters, the learned prior's E-step
+        post = run_loop(model_name, method, spec, annotations,
+                        dataclasses.replace(loop, max_iter=1), options=recorded,
+                        classifier=classifier, start=start)
+        post.n_iter, post.converged = int(crowd.iteration) + 1, bool(crowd.converged)
+        return post
 
     return runner
 

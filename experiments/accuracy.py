@@ -2,7 +2,7 @@
 of ../shared/data, the leave-one-dataset-out (LODO) choice of the default's settings, calibration
 (ECE, precision of the items whose risk is below 0.1) and the learned-prior table.
 
-Run: ``python experiments/accuracy.py [--timing] [--learned]``.  Gold labels are used for scoring
+Run: ``python experiments/accuracy.py [--timing]``.  Gold labels are used for scoring
 only: every fit sees the annotations without gold.  Per-dataset raw results are cached in
 ``experiments/results/accuracy_raw.json`` (delete it to recompute; models registered later are
 added on the next run).  Writes ``experiments/results/accuracy.md``.
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 import crowdinfer as ci
-from crowdinfer import selection, simulate
+from crowdinfer import selection
 from crowdinfer.fit import MODELS, fit
 from crowdinfer.posterior import expected_accuracy
 
@@ -271,57 +271,6 @@ def timing(names) -> list[dict]:
     return rows
 
 
-# ---------------------------------------------------------------------------------- learned prior
-def learned_prior_table(models=("dawid_skene",)) -> str:
-    """Accuracy with and without label_prior='classifier' (MLP (128,) default, and hidden=() --
-    logistic regression), the learned weight a, the classifier alone on the held-out test items,
-    and the seconds of each fit; plus the linear prior's time at 5000 synthetic items."""
-    from crowdinfer.models.learned_prior import classifier_weight
-
-    rows = []
-    for name in ("labelme", "music_genre"):
-        ann, gold, d = load(name)
-        for kind in ("original", "noisy", "projected", "random"):
-            x = ann.features if kind == "original" else simulate.weak_features(ann.features, kind)
-            test_x = d.test.features if kind == "original" else None
-            for model in models:
-                plain = expected_accuracy(fit(ann, model).label_probs, gold)
-                for hidden in ((128,), ()):
-                    start = time.perf_counter()
-                    post = fit(ann, model, label_prior="classifier", features=x, hidden=hidden)
-                    seconds = time.perf_counter() - start
-                    acc = expected_accuracy(post.label_probs, gold)
-                    alone = (float(np.mean(post.predict(test_x) == d.test.gold))
-                             if test_x is not None else None)
-                    rows.append([name, kind, model, "MLP (128,)" if hidden else "logistic", plain,
-                                 acc, acc - plain, classifier_weight(post.classifier["params"]),
-                                 alone, seconds])
-                    print(rows[-1], flush=True)
-    header = ["dataset", "features", "model", "classifier", "without", "with", "difference",
-              "weight a", "classifier alone (test items)", "seconds"]
-    text = table(header, rows)
-    hurt = [f"{r[0]}/{r[1]}/{r[3]} ({r[6]:+.3f})" for r in rows if r[6] < 0]
-    task = ci.datasets.synthetic(n_items=5000, n_workers=50, n_classes=5, annotations_per_item=2,
-                                 seed=0)
-    xs = np.random.default_rng(0).normal(size=(5000, 128)).astype(np.float32)
-    xs[:, :5] += 2.0 * np.eye(5)[task.true_labels]
-    times = []
-    for _ in range(2):
-        start = time.perf_counter()
-        fit(task.annotations, "dawid_skene", label_prior="classifier", features=xs, hidden=())
-        times.append(time.perf_counter() - start)
-    notes = ["", "'with' = `fit(ann, model, label_prior=\"classifier\", features=x, hidden=...)`; "
-             "the weight a of the classifier's log probabilities in the prior is learned from the "
-             "annotations (models/learned_prior.py). noisy = features + 3 sd Gaussian noise; "
-             "projected = a random 2-d projection; random = 16 columns of pure noise.",
-             "",
-             "Cases where the classifier prior lowers accuracy: " + (", ".join(hurt) or "none") + ".",
-             "",
-             f"Logistic-regression prior at 5000 items, 128-d features, K = 5 (shared 2-core CPU): "
-             f"{times[0]:.1f} s first call (with compilation), {times[1]:.1f} s second call."]
-    return text + "\n" + "\n".join(notes)
-
-
 # ---------------------------------------------------------------------------------- report
 def fmt(x, digits=3):
     if x is None:
@@ -347,7 +296,7 @@ def report(raw, timing_rows, learned_rows) -> str:
            "candidate" if CRITERION == "cavity" else
            f"{FOLDS[0]}-fold cross-validation over annotations")
     out = ["# Accuracy of every model and of fit's default on ../shared/data", "",
-           "Run: `python experiments/accuracy.py --timing --learned`. Accuracy on gold items (ties "
+           "Run: `python experiments/accuracy.py --timing`. Accuracy on gold items (ties "
            "split); every fit sees the annotations without gold. Each model with its default engine "
            f"and prior. **default** = `ci.fit(ann)`: the candidate ({', '.join(CANDIDATES)}) with "
            f"the highest held-out annotation log-likelihood per annotation by {how} "
@@ -489,24 +438,10 @@ def report(raw, timing_rows, learned_rows) -> str:
     return "\n".join(out)
 
 
-def previous_learned_table() -> str | None:
-    """Without --learned, the learned-prior section of the last accuracy.md is kept as it was
-    (it does not depend on the default's settings)."""
-    path = RESULTS / "accuracy.md"
-    if not path.exists():
-        return None
-    text = path.read_text()
-    mark = "## Learned label prior\n\n"
-    if mark not in text:
-        return None
-    return text.split(mark, 1)[1].split("\n## ", 1)[0].rstrip("\n")
-
-
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--timing", nargs="*", default=None,
                         help="time the default against one Dawid-Skene fit (datasets; none: all)")
-    parser.add_argument("--learned", action="store_true")
     parser.add_argument("--datasets", nargs="*", default=DATASETS)
     parser.add_argument("--models", nargs="*", default=None)
     parser.add_argument("--no-report", action="store_true")
@@ -518,7 +453,10 @@ def main():
     if args.no_report:
         return
     timing_rows = timing(args.timing or DATASETS) if args.timing is not None else []
-    learned = learned_prior_table() if args.learned else previous_learned_table()
+    learned = ("With and without `label_prior=\"classifier\"` (Dawid-Skene and BCC, MLP and "
+               "logistic regression, real and weak features), the classifier alone on the test "
+               "items, and the timing: [learned_prior.md](learned_prior.md) "
+               "(`python3 -m experiments.learned_prior`).")
     text = report(raw, timing_rows, learned)
     (RESULTS / "accuracy.md").write_text(text + "\n")
     print(text)
