@@ -39,7 +39,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["Calibrator", "calibrate_probs", "fit_calibrator", "expected_calibration_error",
+__all__ = ["Calibrator", "calibrate_probs", "fit_calibrator", "fit_calibrator_jax",
+           "calibrate_log_probs_jax", "expected_calibration_error",
            "precision_at_risk", "calibration_report", "gold_folds", "calibrated_fit",
            "MIN_GOLD", "T_BOUNDS", "EPS_MAX", "FOLD_SEED"]
 
@@ -61,9 +62,15 @@ def calibrate_probs(label_probs, temperature: float, floor: float) -> np.ndarray
         raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
     if not (np.isfinite(floor) and 0 <= floor < 1):
         raise ValueError(f"floor must be a finite number in [0, 1), got {floor!r}")
-    z = _log_probs(label_probs) / temperature
-    p = np.exp(z - z.max(-1, keepdims=True))
-    p /= p.sum(-1, keepdims=True)
+    return _calibrated(_log_probs(label_probs), temperature, floor, np)
+
+
+def _calibrated(z, temperature, floor, xp):
+    """The map on log probabilities ``z`` (rows; any constant per row), in NumPy (``xp=np``) or
+    ``jax.numpy``: the one place its formula is written."""
+    s = z / temperature
+    p = xp.exp(s - s.max(-1, keepdims=True))
+    p = p / p.sum(-1, keepdims=True)
     return (1.0 - floor) * p + floor / p.shape[-1]
 
 
@@ -155,6 +162,83 @@ def fit_calibrator(label_probs, gold) -> Calibrator:
     value = min(float(result.fun), best[0])
     raw = _neg_log_lik((0.0, 0.0), z, g, k)[0]
     return Calibrator(float(np.exp(log_t)), float(eps), int(len(g)), -value, -float(raw))
+
+
+# ------------------------------------------------------------------ the same fit in JAX
+def calibrate_log_probs_jax(log_q, temperature, floor):
+    """``log`` of :func:`calibrate_probs` for a JAX array of log probabilities (N, K): traceable
+    (the online loop's jitted update, :mod:`crowdinfer.online.loop`)."""
+    import jax.numpy as jnp
+
+    c = _calibrated(log_q, temperature, floor, jnp)
+    return jnp.log(jnp.maximum(c, jnp.finfo(c.dtype).tiny))
+
+
+def fit_calibrator_jax(log_q, gold, grid: int = 41, refine: int = 20, em_steps: int = 30,
+                       newton_steps: int = 8):
+    """:func:`fit_calibrator` as a traceable JAX function with static shapes: ``(T, eps)``
+    maximising the mean log-likelihood of the gold labels ``gold`` (N,) int (-1: unknown; the
+    items with a gold label are a mask, not a gather) under the map of ``log_q`` (N, K).
+
+    ``log T`` on a ``grid``-point grid over :data:`T_BOUNDS` (the NumPy fit's coarse grid), then
+    ``refine`` golden-section steps between the best point's neighbours; at every ``T`` the floor
+    ``eps`` by ``em_steps`` EM steps from 0.1, then ``newton_steps`` Newton steps (the
+    log-likelihood is concave in ``eps``), within ``[0, EPS_MAX]``.  No host round trip; the caller checks that there are gold items
+    (:data:`MIN_GOLD`)."""
+    import jax
+    import jax.numpy as jnp
+
+    k = log_q.shape[-1]
+    has = gold >= 0
+    w = has.astype(log_q.dtype) / jnp.maximum(has.sum(), 1).astype(log_q.dtype)
+    z = log_q - log_q.max(-1, keepdims=True)
+    at_gold = lambda p: jnp.take_along_axis(p, jnp.where(has, gold, 0)[:, None], -1)[:, 0]  # noqa: E731
+    tiny = jnp.finfo(log_q.dtype).tiny
+
+    def profile(log_t):  # (negative mean log-likelihood at the best eps, that eps)
+        t = jnp.exp(log_t)
+        a = at_gold(_calibrated(z, t, 0.0, jnp))
+
+        def em(_, eps):
+            like = (1.0 - eps) * a + eps / k
+            return jnp.minimum(jnp.sum(w * (eps / k) / jnp.maximum(like, tiny)), EPS_MAX)
+
+        def newton(_, eps):  # EM is slow where the best eps is 0: finish with Newton steps
+            d = 1.0 / k - a
+            like = jnp.maximum((1.0 - eps) * a + eps / k, tiny)
+            grad, hess = jnp.sum(w * d / like), -jnp.sum(w * (d / like) ** 2)
+            return jnp.clip(eps - grad / jnp.minimum(hess, -tiny), 0.0, EPS_MAX)
+
+        eps = jax.lax.fori_loop(0, em_steps, em, jnp.asarray(0.1, log_q.dtype))
+        eps = jax.lax.fori_loop(0, newton_steps, newton, eps)
+        like = at_gold(_calibrated(z, t, eps, jnp))
+        return -jnp.sum(w * jnp.log(jnp.maximum(like, tiny))), eps
+
+    lo, hi = np.log(T_BOUNDS[0]), np.log(T_BOUNDS[1])
+    points = jnp.linspace(lo, hi, grid, dtype=log_q.dtype)
+    values, floors = jax.vmap(profile)(points)
+    best = jnp.argmin(values)
+    a, b = points[jnp.maximum(best - 1, 0)], points[jnp.minimum(best + 1, grid - 1)]
+    ratio = (np.sqrt(5.0) - 1.0) / 2.0
+
+    def golden(_, s):
+        a, b, c, d, fc, fd = s
+        left = fc <= fd  # the minimum lies in [a, d]
+        a, b = jnp.where(left, a, c), jnp.where(left, d, b)
+        c_new, d_new = b - ratio * (b - a), a + ratio * (b - a)
+        c, d = jnp.where(left, c_new, d), jnp.where(left, c, d_new)
+        fc_new = profile(jnp.where(left, c, d))[0]
+        fc, fd = jnp.where(left, fc_new, fd), jnp.where(left, fc, fc_new)
+        return a, b, c, d, fc, fd
+
+    c, d = b - ratio * (b - a), a + ratio * (b - a)
+    a, b, *_ = jax.lax.fori_loop(0, refine, golden,
+                                 (a, b, c, d, profile(c)[0], profile(d)[0]))
+    mid = 0.5 * (a + b)
+    value, eps = profile(mid)
+    better = value < values[best]
+    log_t = jnp.where(better, mid, points[best])
+    return jnp.exp(log_t), jnp.where(better, eps, floors[best])
 
 
 # ------------------------------------------------------------------ measures

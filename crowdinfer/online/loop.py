@@ -18,8 +18,14 @@ buffer moves to a new capacity bucket.  One update:
    calibrated, selected; the label posterior is recomputed with its prediction as prior.
 3. **Risk** (eq. 4) from the posterior tempered by a gold-free temperature
    (:func:`~crowdinfer.online.risk.loo_temperature`, ``calibrate_risk``; the decisions do not
-   change), the finished set, and the early-stopping mark (sec. 4.5.9, counted in answers per
-   item: ``state.stall`` holds the number of answers when the finished set last grew).
+   change) -- or, when the task holds gold items (``Task.gold``, never seen by the EM or the
+   learner), mapped by the calibrator whose ``T`` and ``eps`` maximise the likelihood of those
+   gold labels (:func:`crowdinfer.calibration.fit_calibrator_jax`, in the same jit), ``T`` then
+   raised until the finished gold items are ``>= 1 - C`` correct by a Wilson lower bound
+   (:data:`GOLD_CHECK`) -- the
+   finished set, and the early-stopping mark (sec. 4.5.9, counted in answers per
+   item: ``state.stall`` holds the number of answers when the finished set last grew; with gold
+   items the clock starts when the finished set first holds an item).
 """
 from __future__ import annotations
 
@@ -29,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from crowdinfer.calibration import calibrate_log_probs_jax, fit_calibrator_jax
 from crowdinfer.inference.loop import Spec, run
 from crowdinfer.models import class_prior, dawid_skene
 from crowdinfer.models.priors import homogeneous
@@ -36,8 +43,8 @@ from crowdinfer.ops import expected_confusion_counts, label_posterior, vote_coun
 
 from . import learner as learner_mod
 from .config import OnlineConfig
-from .risk import bayes_risk, eligible, loo_temperature, loss_matrix
-from .state import State, Task
+from .risk import bayes_risk, eligible, gold_checked_temperature, loo_temperature, loss_matrix
+from .state import State, Task, check_gold
 from .state import init as _init_state
 
 __all__ = ["init", "update", "finished", "stop_reason", "worker_prior", "label_accuracy"]
@@ -53,6 +60,12 @@ def init(config: OnlineConfig, task: Task, capacity: int | None = None) -> State
     """The state before any annotation (checks that the task suits the configuration).
     ``capacity``: initial rows of the annotation buffer (default: every proposal a run can make,
     ``N * max_per_item``, up to 2^18; the buffer doubles when full)."""
+    if task.gold is not None:
+        if not config.calibrate_risk:
+            raise ValueError("the task's gold labels fit the risk's calibrator, which "
+                             "calibrate_risk=False turns off: set calibrate_risk=True or give the "
+                             "task no gold")
+        check_gold(np.asarray(task.gold), task.n_items, config.n_classes)
     if config.learner != "none":
         if task.features.shape[1] == 0:
             raise ValueError(f"learner={config.learner!r} needs item features; use the ds_model "
@@ -75,8 +88,15 @@ def _em_spec(config: OnlineConfig, beta, prior_logits) -> Spec:
     return Spec(dawid_skene.map_part(1.0 + beta), classes)
 
 
-@partial(jax.jit, static_argnums=(0,))
-def _update(config: OnlineConfig, state: State, task: Task):
+#: With gold items, raise the fitted temperature until the finished gold items are >= 1 - C
+#: correct by a Wilson lower bound (one standard error;
+#: :func:`~crowdinfer.online.risk.gold_checked_temperature`).  A switch for studies
+#: (``experiments/online_calibration.py`` turns it off to show the maximum-likelihood map alone).
+GOLD_CHECK = True
+
+
+@partial(jax.jit, static_argnums=(0, 3))
+def _update(config: OnlineConfig, state: State, task: Task, gold_check: bool = True):
     data = state.data
     beta = worker_prior(config)
     annotated = state.item_count > 0
@@ -100,7 +120,14 @@ def _update(config: OnlineConfig, state: State, task: Task):
         log_lik = dawid_skene.MAP.log_lik(data, em.workers)
         log_q, _ = label_posterior(data, log_lik, prior_logits)
     counts = expected_confusion_counts(data, jnp.exp(log_q))
-    if config.calibrate_risk:  # issue 14: a posterior that keeps seed 000's promise (risk < C)
+    if config.calibrate_risk and task.gold is not None:  # honeypots: T and eps fitted on them
+        fitted, floor = fit_calibrator_jax(log_q, task.gold)
+        temperature = (gold_checked_temperature(log_q, task.gold, fitted, floor,
+                                                config.risk_threshold, loss_matrix(config))
+                       if gold_check else fitted)
+        log_q = calibrate_log_probs_jax(log_q, temperature, floor)
+        report.update(temperature=temperature, floor=floor, temperature_fitted=fitted)
+    elif config.calibrate_risk:  # issue 14: a posterior that keeps seed 000's promise (risk < C)
         temperature = loo_temperature(data, dawid_skene.MAP.log_lik(data, em.workers), log_q,
                                       counts, beta)
         log_q = jax.nn.log_softmax(log_q / temperature, axis=-1)
@@ -110,6 +137,8 @@ def _update(config: OnlineConfig, state: State, task: Task):
     done = risk < config.risk_threshold
     size = done.sum().astype(jnp.int32)
     grew = size > state.best_finished
+    if task.gold is not None:  # the calibrated finished set starts empty: the clock of the early
+        grew = grew | (jnp.maximum(size, state.best_finished) == 0)  # stop starts at its first item
     new = state._replace(
         log_q=log_q,
         confusion=params["confusion"],
@@ -133,7 +162,7 @@ def _update(config: OnlineConfig, state: State, task: Task):
 def update(config: OnlineConfig, state: State, task: Task):
     """Re-estimate labels, skills and the learner from all annotations so far.
     Returns ``(state, report)``; ``report`` holds scalars (EM iterations, finished-set size, ...)."""
-    return _update(config, state, task)
+    return _update(config, state, task, GOLD_CHECK)
 
 
 def stop_reason(config: OnlineConfig, state: State) -> str | None:

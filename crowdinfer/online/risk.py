@@ -15,7 +15,8 @@ import jax.numpy as jnp
 
 from .config import OnlineConfig
 
-__all__ = ["loss_matrix", "bayes_risk", "eligible", "open_items", "loo_temperature", "TEMPERATURES"]
+__all__ = ["loss_matrix", "bayes_risk", "eligible", "open_items", "loo_temperature",
+           "gold_checked_temperature", "TEMPERATURES"]
 
 # the temperatures searched by :func:`loo_temperature`: 1 to 8, log-spaced.  Never below 1: a
 # plug-in (MAP) posterior ignores the uncertainty of the worker confusions, so it can be too sure,
@@ -101,3 +102,31 @@ def loo_temperature(data, log_lik: jnp.ndarray, log_q: jnp.ndarray, counts=None,
     grid = jnp.asarray(_temperature_grid() if grid is None else grid, jnp.float32)
     scores = jax.lax.map(score, grid)
     return grid[jnp.argmax(scores)]
+
+
+def gold_checked_temperature(log_q, gold, temperature, floor, threshold, loss=None,
+                             steps: int = 25, z: float = 1.0):
+    """The smallest temperature ``T >= temperature`` (on the grid ``temperature * 2^(j/4)``,
+    ``j < steps``) at which the gold items whose calibrated risk is below ``threshold`` (C) are
+    ``>= 1 - C`` correct by a Wilson lower bound (``z`` standard errors; 1: one-sided 84%), or
+    there is none: seed 000's promise checked on the gold items themselves.  A map fitted by
+    maximum likelihood is calibrated on average over the gold items, most of which are far from
+    the finished set; this check looks at the finished ones, with a margin for how few they are.
+    Raising ``T`` only shrinks the finished set (its most confident items stay).  Traceable, static
+    shapes; the largest grid temperature when no grid point passes."""
+    from crowdinfer.calibration import calibrate_log_probs_jax
+
+    has = gold >= 0
+    factors = 2.0 ** (jnp.arange(steps, dtype=log_q.dtype) / 4.0)
+
+    def passes(t):
+        risk, decision = bayes_risk(jnp.exp(calibrate_log_probs_jax(log_q, t, floor)), loss)
+        done = has & (risk < threshold)
+        n = jnp.maximum(jnp.sum(done), 1).astype(log_q.dtype)
+        p = jnp.sum(done & (decision == gold)) / n
+        lower = (p + z * z / (2 * n) - z * jnp.sqrt(p * (1 - p) / n + z * z / (4 * n * n))) / (
+            1 + z * z / n)
+        return ~done.any() | (lower >= 1.0 - threshold)
+
+    ok = jax.lax.map(passes, temperature * factors)
+    return temperature * factors[jnp.where(ok.any(), jnp.argmax(ok), steps - 1)]

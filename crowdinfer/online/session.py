@@ -31,6 +31,7 @@ Durability contract of :class:`Session` (directory layout: ``ledger.sqlite``, ``
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import signal
@@ -352,6 +353,9 @@ def load_checkpoint(path, template: State):
 def _fingerprint(config: OnlineConfig, task: Task) -> str:
     record = {"config": repr(config), "items": task.n_items, "workers": task.n_workers,
               "dims": int(task.features.shape[1])}
+    if task.gold is not None:  # (absent without gold: earlier runs' fingerprints still match)
+        gold = np.asarray(task.gold, np.int32)
+        record["gold"] = [int((gold >= 0).sum()), hashlib.sha256(gold.tobytes()).hexdigest()[:16]]
     return json.dumps(record)
 
 
@@ -623,6 +627,10 @@ class Session:
         if gold is not None:
             record["accuracy"] = label_accuracy(state, gold)
             record["finished_precision"] = _finished_precision(state, gold)
+            if self.task.gold is not None:  # scored on the items whose gold the task does not hold
+                unseen = np.where(np.asarray(self.task.gold) >= 0, -1, np.asarray(gold))
+                record["accuracy_nongold"] = label_accuracy(state, unseen)
+                record["finished_precision_nongold"] = _finished_precision(state, unseen)
         with self._guard:
             self.state = state
             self._host_step = record["step"]

@@ -19,8 +19,8 @@ from crowdinfer.ops import standardise
 
 from .config import OnlineConfig
 
-__all__ = ["Task", "State", "Receipt", "make_task", "init", "ingest", "answered_by", "mark_answered",
-           "grow_workers"]
+__all__ = ["Task", "State", "Receipt", "make_task", "check_gold", "init", "ingest", "answered_by",
+           "mark_answered", "grow_workers"]
 
 WORD = 32  # workers per word of the answered-bitmask
 INITIAL_ROWS = 1 << 18  # largest initial annotation buffer (then it doubles when full)
@@ -28,12 +28,15 @@ INITIAL_ROWS = 1 << 18  # largest initial annotation buffer (then it doubles whe
 
 class Task(NamedTuple):
     """What the run annotates: item features (N, d) -- standardised -- and the requester's clean
-    prototypes (P, d) with their classes (P,).  Features may be (N, 0) for ``ds_model``."""
+    prototypes (P, d) with their classes (P,).  Features may be (N, 0) for ``ds_model``.
+    ``gold``: ``None``, or the known class of some items of the pool (N,) int32, -1 where unknown
+    (honeypots: annotated like any item, never shown to the EM; they fit the risk's calibrator)."""
 
     features: jax.Array
     proto_features: jax.Array
     proto_labels: jax.Array
     n_workers: int
+    gold: Optional[jax.Array] = None
 
     @property
     def n_items(self) -> int:
@@ -42,14 +45,39 @@ class Task(NamedTuple):
 
 jax.tree_util.register_pytree_node(
     Task,
-    lambda t: ((t.features, t.proto_features, t.proto_labels), t.n_workers),
-    lambda aux, ch: Task(*ch, aux),
+    lambda t: ((t.features, t.proto_features, t.proto_labels, t.gold), t.n_workers),
+    lambda aux, ch: Task(*ch[:3], aux, ch[3]),
 )
 
 
-def make_task(features, n_workers: int, prototypes=None, proto_labels=None, n_classes=None) -> Task:
+def check_gold(gold, n_items: int, n_classes=None) -> np.ndarray:
+    """``gold`` as an (N,) int32 array, checked: integer class codes, -1 where unknown, below
+    ``n_classes`` when given, and at least :data:`crowdinfer.calibration.MIN_GOLD` known."""
+    from crowdinfer.calibration import MIN_GOLD
+
+    g = np.asarray(gold)
+    if g.shape != (n_items,):
+        raise ValueError(f"gold must give one class per item of the pool ({n_items},), -1 where "
+                         f"unknown; got shape {g.shape}")
+    if not np.issubdtype(g.dtype, np.integer):
+        raise ValueError(f"gold must hold integer class codes (-1: unknown), got dtype {g.dtype}")
+    bad = np.flatnonzero((g < -1) | ((g >= n_classes) if n_classes is not None else False))
+    if bad.size:
+        top = "-1 (unknown) or 0.." + (str(n_classes - 1) if n_classes is not None else "K-1")
+        raise ValueError(f"gold must be {top}; items {bad[:5].tolist()} hold "
+                         f"{g[bad[:5]].tolist()}")
+    if int((g >= 0).sum()) < MIN_GOLD:
+        raise ValueError(f"gold must give the class of at least {MIN_GOLD} items (the calibrator "
+                         f"fits two parameters), got {int((g >= 0).sum())}")
+    return g.astype(np.int32)
+
+
+def make_task(features, n_workers: int, prototypes=None, proto_labels=None, n_classes=None,
+              gold=None) -> Task:
     """Standardise the features (with the items' mean and scale, applied to prototypes too) and
-    check the shapes; ``features`` may be an int (number of items) when no learner is used."""
+    check the shapes; ``features`` may be an int (number of items) when no learner is used.
+    ``gold``: optional known classes of pool items (N,), -1 where unknown (:class:`Task`;
+    :func:`check_gold`)."""
     if isinstance(features, (int, np.integer)):
         features = np.zeros((int(features), 0), np.float32)
     x = np.asarray(features, dtype=np.float32)
@@ -78,6 +106,7 @@ def make_task(features, n_workers: int, prototypes=None, proto_labels=None, n_cl
         jnp.asarray((p - mean) / scale),
         jnp.asarray(pl, jnp.int32),
         int(n_workers),
+        None if gold is None else jnp.asarray(check_gold(gold, x.shape[0], n_classes)),
     )
 
 
