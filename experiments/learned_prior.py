@@ -127,6 +127,8 @@ def main():
     header = ["dataset", "features", "model", "classifier", "without", "with", "difference",
               "weight a", "L2 chosen", "classifier alone (test items)", "seconds"]
     hurt = [f"{r[0]}/{r[1]}/{r[2]}/{r[3]} ({r[6]:+.3f})" for r in found if r[6] < 0]
+    done = {tuple(r[:4]) for r in found}
+    missing = ["/".join(k) for k in order if k not in done]
     prior, alone = raw["timing"]["prior"], raw["timing"]["alone"]
     text = "\n".join([
         "# Learned label prior", "",
@@ -146,6 +148,8 @@ def main():
         table(header, found), "",
         "Cases where the classifier prior lowers accuracy: " + (", ".join(hurt) or "none") + ".",
         "",
+        *(["Not measured (the run did not finish in time): " + ", ".join(missing) + ".", ""]
+          if missing else []),
         "Logistic-regression prior at 5000 items, 128-d features, K = 5 (synthetic, shared 2-core "
         f"CPU, fresh process): {prior['cold']:.1f} s first call (with compilation), "
         f"{prior['warm']:.1f} s second call. One logistic regression trained alone on the true "

@@ -20,14 +20,12 @@ def labelme(dataset):
     return d, fit(d.annotations, "dawid_skene", label_prior="classifier")
 
 
-# The in-loop prior of before (accuracy.md, 2026-12-01) lowered accuracy on these by 0.002-0.022.
-# The two-stage prior (models/learned_prior.py) was measured on them in
-# experiments/results/learned_prior.md; the marks stay (non-strict) on the cases that table has not
-# shown to be fixed: see its list of cases where the prior still hurts.  A gate on the cavity
-# held-out annotation likelihood was tried before and did not fix them.
+# Measured with the two-stage prior (experiments/results/learned_prior.md, 2026-12-01, default MLP):
+# it still lowers accuracy on these, by 0.001-0.007 (the in-loop prior of before: by up to 0.022,
+# and on labelme/projected/bcc, music_genre/noisy/bcc and labelme/random/bcc too, which now pass).
+# A gate on the cavity held-out annotation likelihood was tried before and did not fix them.
 KNOWN_TO_HURT = {("labelme", "projected", "dawid_skene"), ("music_genre", "noisy", "dawid_skene"),
-                 ("labelme", "projected", "bcc"), ("music_genre", "noisy", "bcc"),
-                 ("music_genre", "projected", "bcc"), ("labelme", "random", "bcc")}
+                 ("music_genre", "projected", "dawid_skene"), ("music_genre", "projected", "bcc")}
 
 
 @pytest.mark.slow
@@ -39,14 +37,17 @@ def test_learned_prior_never_hurts(dataset, name, kind, model, request):
     the real features and on weak versions of them."""
     if (name, kind, model) in KNOWN_TO_HURT:
         request.applymarker(pytest.mark.xfail(reason="the weak classifier still lowers accuracy "
-                                              "(accuracy.md, learned-prior table)", strict=False))
+                                              "(learned_prior.md)", strict=False))
     ann = dataset(name).annotations
     x = ann.features if kind == "original" else simulate.weak_features(ann.features, kind)
-    plain = fit(ann, model).accuracy()
+    plain = fit(ann, model)
     post = fit(ann, model, label_prior="classifier", features=x)
-    assert post.accuracy() >= plain, (name, kind, model, post.accuracy(), plain)
-    if kind == "random":
-        assert classifier_weight(post.classifier["params"]) < 0.05
+    assert post.accuracy() >= plain.accuracy(), (name, kind, model, post.accuracy(),
+                                                 plain.accuracy())
+    if kind == "random":  # pure noise: (nearly) the labels of the model without the classifier
+        # (a itself is not always ~0 here: a strongly regularised classifier's log probabilities
+        # are nearly constant, labelme a = 0.2-0.3, and change no label)
+        assert (post.labels == plain.labels).mean() >= 0.99
 
 
 def test_useless_features_get_no_weight():
