@@ -106,6 +106,7 @@ def annotation_sum(fn: Callable, data, extra, *, mesh: Mesh | None = None, accum
     ``chunk_bytes`` defaults to :data:`CHUNK_BYTES` (read at trace time).
     """
     k = data.n_classes
+    data = data.rows_only()  # the chunks and shards map over the row arrays (no per-item layout)
 
     if accumulate:
         extra, zero = extra
