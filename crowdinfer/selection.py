@@ -535,10 +535,12 @@ def select(annotations: Annotations, candidates=None, folds: int = DEFAULT_FOLDS
             t, gain = (cavity_temperature(posts[chosen], grid, seed) if criterion == "cavity" else
                        holdout_temperature(fold_posts[chosen], annotations, held_rows, grid, seed))
             scores[chosen].update(temperature=t, tempered_score=scores[chosen]["score"] + gain)
+    refit = time.perf_counter()
     if chosen in posts and not use_gold:
         post = posts[chosen]  # the cavity's fit is the fit on all the annotations
     else:
         post = fit(annotations, chosen, use_gold=use_gold, **options)
+    refit = time.perf_counter() - refit
     temperature = scores[chosen]["temperature"] if scores and temper_probs else 1.0
     if temperature != 1.0:
         post.label_probs = temper(post.label_probs, temperature)
@@ -558,6 +560,7 @@ def select(annotations: Annotations, candidates=None, folds: int = DEFAULT_FOLDS
         "scores": scores,
         "folds": folds if criterion == "kfold" else None,
         "temperature": temperature,
+        "refit_seconds": refit,
         "seconds": time.perf_counter() - start,
     }
     return post
