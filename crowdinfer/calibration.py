@@ -174,6 +174,29 @@ def calibrate_log_probs_jax(log_q, temperature, floor):
     return jnp.log(jnp.maximum(c, jnp.finfo(c.dtype).tiny))
 
 
+def golden_section(value, lo, hi, steps: int):
+    """Maximise a unimodal traced ``value`` on ``[lo, hi]`` by ``steps`` golden-section steps
+    inside a jit (``jax.lax.fori_loop``, one evaluation per step).  Returns the final state
+    ``(lo, hi, x1, x2, f1, f2)``: the bracket, its two interior points and their values.  The
+    temperature searches of :mod:`crowdinfer.selection` and :func:`fit_calibrator_jax` use it."""
+    import jax
+    import jax.numpy as jnp
+
+    ratio = (np.sqrt(5.0) - 1.0) / 2.0
+
+    def step(_, state):
+        lo, hi, x1, x2, f1, f2 = state
+        left = f1 >= f2  # the maximum lies in [lo, x2]
+        lo, hi = jnp.where(left, lo, x1), jnp.where(left, x2, hi)
+        x1n = jnp.where(left, hi - ratio * (hi - lo), x2)
+        x2n = jnp.where(left, x1, lo + ratio * (hi - lo))
+        new = value(jnp.where(left, x1n, x2n))
+        return lo, hi, x1n, x2n, jnp.where(left, new, f2), jnp.where(left, f1, new)
+
+    x1, x2 = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
+    return jax.lax.fori_loop(0, steps, step, (lo, hi, x1, x2, value(x1), value(x2)))
+
+
 def fit_calibrator_jax(log_q, gold, grid: int = 41, refine: int = 20, em_steps: int = 30,
                        newton_steps: int = 8):
     """:func:`fit_calibrator` as a traceable JAX function with static shapes: ``(T, eps)``
@@ -219,21 +242,7 @@ def fit_calibrator_jax(log_q, gold, grid: int = 41, refine: int = 20, em_steps: 
     values, floors = jax.vmap(profile)(points)
     best = jnp.argmin(values)
     a, b = points[jnp.maximum(best - 1, 0)], points[jnp.minimum(best + 1, grid - 1)]
-    ratio = (np.sqrt(5.0) - 1.0) / 2.0
-
-    def golden(_, s):
-        a, b, c, d, fc, fd = s
-        left = fc <= fd  # the minimum lies in [a, d]
-        a, b = jnp.where(left, a, c), jnp.where(left, d, b)
-        c_new, d_new = b - ratio * (b - a), a + ratio * (b - a)
-        c, d = jnp.where(left, c_new, d), jnp.where(left, c, d_new)
-        fc_new = profile(jnp.where(left, c, d))[0]
-        fc, fd = jnp.where(left, fc_new, fd), jnp.where(left, fc, fc_new)
-        return a, b, c, d, fc, fd
-
-    c, d = b - ratio * (b - a), a + ratio * (b - a)
-    a, b, *_ = jax.lax.fori_loop(0, refine, golden,
-                                 (a, b, c, d, profile(c)[0], profile(d)[0]))
+    a, b, *_ = golden_section(lambda x: -profile(x)[0], a, b, refine)
     mid = 0.5 * (a + b)
     value, eps = profile(mid)
     better = value < values[best]

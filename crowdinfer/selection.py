@@ -256,23 +256,10 @@ def _golden_temperature(value, bounds):
     import jax
     import jax.numpy as jnp
 
-    ratio = (jnp.sqrt(5.0) - 1.0) / 2.0
-
-    def step(_, state):
-        lo, hi, x1, x2, f1, f2 = state
-        left = f1 >= f2  # the maximum lies in [lo, x2]
-        lo, hi = jnp.where(left, lo, x1), jnp.where(left, x2, hi)
-        x1n = jnp.where(left, hi - ratio * (hi - lo), x2)
-        x2n = jnp.where(left, x1, lo + ratio * (hi - lo))
-        new = value(jnp.where(left, x1n, x2n))
-        f1n = jnp.where(left, new, f2)
-        f2n = jnp.where(left, f1, new)
-        return lo, hi, x1n, x2n, f1n, f2n
+    from .calibration import golden_section
 
     lo, hi = jnp.log(bounds[0]), jnp.log(bounds[1])
-    x1, x2 = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
-    lo, hi, x1, x2, f1, f2 = jax.lax.fori_loop(0, GOLDEN_STEPS, step,
-                                               (lo, hi, x1, x2, value(x1), value(x2)))
+    lo, hi, x1, x2, f1, f2 = golden_section(value, lo, hi, GOLDEN_STEPS)
     # the search's point, or the ends of the range or T = 1 if one of them is better
     points = jnp.stack([(x1 + x2) / 2, jnp.log(bounds[0]), jnp.log(bounds[1]), 0.0])
     values = jax.vmap(value)(points)
