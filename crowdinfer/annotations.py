@@ -757,6 +757,17 @@ class Annotations:
     n_collapsed: int = 0
     weight: np.ndarray | None = None
 
+    def derived(self, key: str, compute):
+        """``compute()``, worked out once per ``Annotations`` and kept: the quantities every fit
+        derives from the annotations alone (the vote table, which workers are identifiable, the
+        pooled skill) -- the default fits several models on the same annotations.  Safe because
+        an ``Annotations`` is never changed after construction (every transformation returns a
+        new one, with an empty cache)."""
+        cache = self.__dict__.setdefault("_derived", {})  # frozen: not through __setattr__
+        if key not in cache:
+            cache[key] = compute()
+        return cache[key]
+
     # ------------------------------------------------------------------ sizes
     @property
     def n_items(self) -> int:

@@ -48,8 +48,11 @@ def worker_overlap(annotations) -> np.ndarray:
 
 def unidentified_workers(annotations) -> np.ndarray:
     """(M,) bool: workers with answers, none of them on an item another worker answered."""
-    n = np.bincount(annotations.worker, minlength=annotations.n_workers)
-    return (n > 0) & (worker_overlap(annotations) == 0)
+    def compute():
+        n = np.bincount(annotations.worker, minlength=annotations.n_workers)
+        return (n > 0) & (worker_overlap(annotations) == 0)
+
+    return annotations.derived("unidentified_workers", compute)
 
 
 def pooled_skill(annotations) -> np.ndarray:
@@ -85,7 +88,7 @@ def tie_unidentified(annotations, counts: np.ndarray) -> np.ndarray:
         return counts
     m, k = annotations.n_workers, annotations.n_classes
     out = np.array(np.broadcast_to(counts, (m, k, k)), dtype=np.float64)
-    pooled = pooled_skill(annotations) + 1e-3  # no zero cell: BCC's Dirichlet(beta) needs beta > 0
+    pooled = annotations.derived("pooled_skill", lambda: pooled_skill(annotations)) + 1e-3  # no zero cell: BCC's Dirichlet(beta) needs beta > 0
     out[lost] = PIN * pooled / pooled.sum(-1, keepdims=True)
     return out
 

@@ -116,11 +116,18 @@ def _fold_of(annotations: Annotations, folds: int, seed: int) -> np.ndarray:
 def _log_predictive(post: Posterior, annotations: Annotations, rows: np.ndarray,
                     temperature: float = 1.0) -> np.ndarray:
     """``log sum_k q_T(y_i = k) theta[w, k, z]`` for the annotations ``rows`` (the label
-    posterior is gathered for those rows first, then tempered: no pass over every item)."""
-    q = temper(post.label_probs[annotations.item[rows]], temperature)
-    theta = np.asarray(post.confusion, np.float64)[annotations.worker[rows], :,
-                                                   annotations.label[rows]]
-    return np.log(np.maximum((q * theta).sum(-1), FLOOR))
+    posterior is gathered for those rows first, then tempered: no pass over every item).
+    float32 products (contiguous row gathers: ``theta[w, :, z]`` is row ``(w, z)`` of the
+    transposed confusion), float64 logarithms."""
+    q = np.asarray(post.label_probs, np.float32)[annotations.item[rows]]
+    if temperature != 1.0:
+        q = temper(q, temperature)
+    k = annotations.n_classes
+    by_answer = np.ascontiguousarray(
+        np.swapaxes(np.asarray(post.confusion, np.float32), 1, 2)).reshape(-1, k)
+    theta = by_answer[annotations.worker[rows].astype(np.int64) * k + annotations.label[rows]]
+    like = np.einsum("nk,nk->n", q, theta).astype(np.float64)
+    return np.log(np.maximum(like, FLOOR))
 
 
 def _tempered_curve(post: Posterior, annotations: Annotations, rows: np.ndarray,

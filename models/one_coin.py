@@ -62,13 +62,16 @@ def model(data: CrowdData, hyper: dict):
     observe_confusion(data, confusion(accuracy, data.n_classes), hyper)
 
 
-def _update(data, q, hyper, state):
-    counts = expected_confusion_counts(data, q)
+def _from_counts(counts, hyper, state):
     right = jnp.trace(counts, axis1=1, axis2=2)
     total = counts.sum((1, 2))
     a, b = hyper.correct - 1.0, hyper.wrong - 1.0
     acc = (right + a) / jnp.maximum(total + a + b, TINY)
     return AccuracyState(jnp.clip(acc, TINY, 1.0 - 1e-7))
+
+
+def _update(data, q, hyper, state):
+    return _from_counts(expected_confusion_counts(data, q), hyper, state)
 
 
 MAP = WorkerPart(
@@ -81,6 +84,12 @@ MAP = WorkerPart(
     ),
     objective=lambda state, hyper: accuracy_distribution(hyper).log_prob(state.accuracy).sum(),
     confusion=lambda state, n_classes: confusion(state.accuracy, n_classes),
+    # the M-step through the expected confusion counts, as Dawid-Skene's: one fused pass per
+    # iteration (the soft stopping rule from the counts, no second pass over the annotations)
+    statistics=expected_confusion_counts,
+    from_statistics=_from_counts,
+    expected_likelihood=lambda counts, state: jnp.sum(
+        counts * confusion(state.accuracy, counts.shape[-1])),
 )
 
 

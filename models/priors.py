@@ -80,22 +80,27 @@ def worker_dependent(annotations, base: np.ndarray) -> np.ndarray:
     return np.asarray(base, dtype=np.float64)[None] + annotations.gold_confusion_counts()
 
 
-def pooled(annotations, strength: float = 10.0, structure: str = "diagonal") -> np.ndarray:
-    """An empirical-Bayes homogeneous prior: the confusion of all workers pooled against the soft
-    majority vote, either summarised by its mean diagonal (``structure="diagonal"``, seed 000's
-    "pooled across all workers and classes") or kept whole (``"full"``)."""
+def _pooled_confusion(annotations) -> np.ndarray:
+    """(K, K) every worker's answers pooled against the soft majority vote, rows normalised."""
     k = annotations.n_classes
     # one segment sum over the annotations (bincount; np.add.at was a quarter of a default fit),
     # the rest on the items x classes vote table
     votes = np.bincount(np.asarray(annotations.item, np.int64) * k + annotations.label,
                         weights=annotations.weight,  # None: every annotation counts 1
                         minlength=annotations.n_items * k).reshape(annotations.n_items, k)
-    votes = votes.astype(np.float64)
     total = votes.sum(1, keepdims=True)
     soft = votes / np.where(total > 0, total, 1.0)
     # [k, l] = sum_{n: z_n = l} q[i_n, k] = sum_i q[i, k] V[i, l]
     conf = soft.T @ votes
-    conf = (conf + 1e-3) / (conf + 1e-3).sum(1, keepdims=True)
+    return (conf + 1e-3) / (conf + 1e-3).sum(1, keepdims=True)
+
+
+def pooled(annotations, strength: float = 10.0, structure: str = "diagonal") -> np.ndarray:
+    """An empirical-Bayes homogeneous prior: the confusion of all workers pooled against the soft
+    majority vote, either summarised by its mean diagonal (``structure="diagonal"``, seed 000's
+    "pooled across all workers and classes") or kept whole (``"full"``)."""
+    k = annotations.n_classes
+    conf = annotations.derived("pooled_confusion", lambda: _pooled_confusion(annotations))
     if structure == "full":
         return _check_strength(strength) * conf
     if structure == "diagonal":
