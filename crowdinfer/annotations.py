@@ -762,11 +762,19 @@ class Annotations:
         derives from the annotations alone (the vote table, which workers are identifiable, the
         pooled skill) -- the default fits several models on the same annotations.  Safe because
         an ``Annotations`` is never changed after construction (every transformation returns a
-        new one, with an empty cache)."""
+        new one, with an empty cache -- except :meth:`without_gold`, which shares it: what is
+        kept here must not depend on the gold labels)."""
         cache = self.__dict__.setdefault("_derived", {})  # frozen: not through __setattr__
         if key not in cache:
             cache[key] = compute()
         return cache[key]
+
+    def without_gold(self) -> "Annotations":
+        """The same annotations without gold labels (what a fit that does not use the gold
+        sees), sharing this one's :meth:`derived` cache."""
+        out = dataclasses.replace(self, gold=None)
+        out.__dict__["_derived"] = self.__dict__.setdefault("_derived", {})
+        return out
 
     # ------------------------------------------------------------------ sizes
     @property

@@ -2,7 +2,6 @@
 JAX-free registry :data:`crowdinfer.options.REGISTRY` (one line per model)."""
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import sys
 import time
@@ -126,7 +125,7 @@ def fit(annotations: Annotations, model: str | None = None, method: str | None =
                 # the worker prior is built from the gold (seed 000 A.4 B); the labels stay free
                 options["prior"] = resolve_prior(annotations, "worker", options.get("strength"),
                                                  options.get("accuracy", DEFAULT_ACCURACY))
-            annotations = dataclasses.replace(annotations, gold=None)
+            annotations = annotations.without_gold()
     start = time.perf_counter()
     posterior = runner(annotations, **options)
     posterior.annotations, posterior.gold_used = given, clamped
