@@ -145,11 +145,13 @@ def _confusion_spec(annotations, method: str, workers: WorkerPart, offset: float
     return Spec(workers.with_hyper(hyper), classes), recorded
 
 
-def _classifier_prior(annotations: Annotations, classes: ClassPart, options: LearnedPriorOptions,
-                      crowd: tuple):
-    """Set up the learned label prior (in place of ``classes``, whose gold offset it keeps): its
-    part with the standardised features and stage 1's ``crowd`` evidence
-    (:func:`crowdinfer.models.learned_prior.crowd_evidence`), and what prediction on new items
+def _classifier_prior(annotations: Annotations, spec: Spec, data, crowd, start,
+                      options: LearnedPriorOptions, loop: LoopOptions):
+    """The learned label prior (models/learned_prior.py) from stage 1 (``crowd``: the loop state
+    of ``spec``, the model without the classifier, run from ``start`` on ``data``): the
+    cross-fitted classifiers, their weight, and the guard on held-out annotations, which runs the
+    model without the classifier on each half of every item's answers.  Returns the part (in
+    place of ``spec.classes``, whose gold offset it keeps) and what prediction on new items
     needs."""
     features, seed, folds = options.features, options.seed, options.folds
     x = annotations.features if features is None else np.asarray(features, np.float32)
@@ -160,19 +162,56 @@ def _classifier_prior(annotations: Annotations, classes: ClassPart, options: Lea
         raise ValueError(f"features must have shape ({annotations.n_items}, d), got {x.shape}")
     z, mean, std = standardise(x)
     hidden = tuple(int(h) for h in options.hidden)
-    part = learned_prior.classifier_part(annotations.n_classes, hidden,
-                                         int(options.classifier_steps), float(options.learning_rate),
-                                         None if options.weight_decay is None
-                                         else float(options.weight_decay), int(seed), int(folds))
+    n, k = annotations.n_items, annotations.n_classes
+    gold = getattr(spec.classes.hyper, "gold_offset", None)
+    target, log_lik, base = learned_prior.crowd_evidence(spec, data, crowd)
+    train_mask = jnp.asarray(annotations.annotations_per_item() > 0, jnp.float32)
+    fold = jnp.asarray(np.random.default_rng(seed).permutation(n) % max(int(folds), 1), jnp.int32)
+    decays = (learned_prior.DECAYS if options.weight_decay is None
+              else (float(options.weight_decay),))
+    train = learned_prior.trainer(k, hidden, int(options.classifier_steps),
+                                  float(options.learning_rate), int(seed), int(folds))
+    params, log_probs, decay, _ = train(jnp.asarray(z), target, train_mask, fold,
+                                        jnp.asarray(decays, jnp.float32))
+    iterations = learned_prior.LBFGS_ROUNDS * int(options.classifier_steps)
+    weight = learned_prior.fit_weight(log_probs, log_lik, learned_prior.evidence_mask(
+        train_mask, gold), {"scale": jnp.zeros(()), "bias": base}, max_iter=iterations)
+    # the guard: each half of every item's answers predicted from the other half, with and
+    # without the classifier's prior (its weight refitted on the other half's evidence)
+    half = learned_prior.annotation_halves(annotations.item, n, seed)
+    pad = data.weight.shape[0] - annotations.n_annotations
+    weights = annotations.weights
+    rows = data.rows_only()
+    gain = jnp.zeros(n)
+    counted = np.zeros(n, bool)
+    for h in (0, 1):
+        fitted = np.concatenate([weights * (half != h), np.zeros(pad, np.float32)])
+        held = np.concatenate([weights * (half == h), np.zeros(pad, np.float32)])
+        part = dataclasses.replace(rows, weight=jnp.asarray(fitted))
+        state = run(spec, part, label_prior.clamp_probs(majority_vote.soft(part), gold),
+                    max_iter=loop.max_iter, tol=loop.tol, stop=loop.stop)
+        _, lik_h, base_h = learned_prior.crowd_evidence(spec, part, state)
+        seen = jnp.asarray(np.bincount(annotations.item[half != h], minlength=n) > 0, jnp.float32)
+        weight_h = learned_prior.fit_weight(log_probs, lik_h, learned_prior.evidence_mask(
+            seen, gold), {"scale": jnp.zeros(()), "bias": base_h}, max_iter=iterations)
+        item_held = learned_prior.evidence_mask(jnp.asarray(
+            np.bincount(annotations.item[half == h], minlength=n) > 0, jnp.float32), gold)
+        confusion = spec.workers.confusion(state.workers, k)
+        gain = gain + item_held * learned_prior.held_out_gain(
+            log_probs, weight_h, base_h, lik_h, confusion, rows.worker, rows.label, rows.item,
+            jnp.asarray(held))
+        counted |= np.asarray(item_held) > 0
+    verdict = learned_prior.guard_test(np.asarray(gain), counted)
+    if not verdict["kept"]:  # a = 0, b = stage 1's proportions: the model without it
+        weight = {"scale": jnp.zeros(()), "bias": base}
+    net = {"folds": params, "weight": weight, "decay": decay,
+           "guard": {"gain": jnp.float32(verdict["gain"]), "se": jnp.float32(verdict["se"]),
+                     "kept": jnp.asarray(verdict["kept"])}}
     hyper = learned_prior.LearnedHyper(
-        features=jnp.asarray(z),
-        train_mask=jnp.asarray(annotations.annotations_per_item() > 0, jnp.float32),
-        fold=jnp.asarray(np.random.default_rng(seed).permutation(annotations.n_items)
-                         % max(int(folds), 1), jnp.int32),
-        gold_offset=getattr(classes.hyper, "gold_offset", None),
-        class_concentration=getattr(classes.hyper, "class_concentration", None),
-        crowd_probs=crowd[0], crowd_log_lik=crowd[1])
-    return part.with_hyper(hyper), {"hidden": hidden, "mean": mean, "std": std}
+        log_probs=log_probs, net=net, gold_offset=gold,
+        class_concentration=getattr(spec.classes.hyper, "class_concentration", None))
+    return (learned_prior.classifier_part().with_hyper(hyper),
+            {"hidden": hidden, "mean": mean, "std": std})
 
 
 def loop_runner(model_name: str, method: str, workers: WorkerPart, offset: float,
@@ -189,15 +228,16 @@ def loop_runner(model_name: str, method: str, workers: WorkerPart, offset: float
                                          prior)
         classifier, start = None, None
         if learned.label_prior == "classifier":
-            # two stages (models/learned_prior.py): the model without the classifier to
-            # convergence, then the classifier prior learned from it, the loop run from its labels
+            # two stages and a guard (models/learned_prior.py): the model without the classifier
+            # to convergence, the classifier prior learned from it and checked on held-out
+            # answers, the loop run from its labels
             data = annotations.to_device()
-            crowd = run(spec, data, label_prior.clamp_probs(
-                majority_vote.soft(data), getattr(spec.classes.hyper, "gold_offset", None)),
-                max_iter=loop.max_iter, tol=loop.tol, stop=loop.stop)
-            evidence = learned_prior.crowd_evidence(spec, data, crowd)
-            classes, classifier = _classifier_prior(annotations, spec.classes, learned, evidence)
-            spec, start = spec._replace(classes=classes), evidence[0]
+            first = label_prior.clamp_probs(majority_vote.soft(data),
+                                            getattr(spec.classes.hyper, "gold_offset", None))
+            crowd = run(spec, data, first, max_iter=loop.max_iter, tol=loop.tol, stop=loop.stop)
+            classes, classifier = _classifier_prior(annotations, spec, data, crowd, first,
+                                                    learned, loop)
+            spec, start = spec._replace(classes=classes), jnp.exp(crowd.log_q)
             recorded.update(label_prior="classifier", hidden=classifier["hidden"],
                             classifier_steps=learned.classifier_steps,
                             learning_rate=learned.learning_rate,

@@ -1,62 +1,71 @@
-"""A learned label prior: a cross-fitted classifier on item features, weighted by the evidence.
+"""A learned label prior: a cross-fitted classifier on item features, kept only where held-out
+annotations say it helps.
 
 Seed 000 sec. 3.3 (Lean Crowdsourcing; Raykar et al. 2010) replaces the class proportions by a
 classifier's prediction ``p(y_i | x_i, theta)``.  Trained inside the EM loop, the classifier and the
 worker confusions pull each other along: the classifier shifts the label posterior ``q``, the
 confusions are re-estimated from ``q``, and the crowd's own evidence drifts toward the classifier,
 which then looks better than it is (issue 14: a weak classifier lowered accuracy by up to 0.022).
-So the prior is learned in **two stages**, each with a fixed target:
+So the prior is learned in **two stages**, each with a fixed target, and then **checked on
+held-out annotations** (the runner, :func:`crowdinfer.runners.loop_runner`, drives all three):
 
-1. **The model without the classifier**, to convergence (the runner runs it:
-   :func:`crowdinfer.runners.loop_runner`).  Its label posterior ``r`` and its crowd log
-   likelihoods ``L_ik = log p(annotations of i | y_i = k) + c_i`` (its ``log q`` minus its log
-   prior) go into :class:`LearnedHyper` (``crowd_probs``, ``crowd_log_lik``).
+1. **The model without the classifier**, to convergence.  Its label posterior ``r`` and its crowd
+   log likelihoods ``L_ik = log p(annotations of i | y_i = k) + c_i`` (its ``log q`` minus its log
+   prior): :func:`crowd_evidence`.
 
-2. **The classifier prior**, learned once in the part's ``init``:
+2. **The classifier** (:func:`train_classifiers`, one ``jit``): ``F`` classifiers (``folds``,
+   default 5) trained on the soft labels ``r``, classifier ``f`` on the annotated items outside
+   fold ``f`` (seed 000 sec. 4.5.1): the cross-entropy ``- sum_i m_i sum_k r_ik log p(k | x_i) /
+   sum_i m_i`` plus ``decay / 2 * |theta|^2``.  Item ``i``'s log probabilities ``l_i`` come from
+   the classifier that did not see it.  The folds are ``vmap``ped; the L2 strengths of
+   :data:`DECAYS` are a regularisation *path* (``lax.scan`` from the strongest, each strength
+   warm-started from the previous one's solution), and the strength whose cross-fitted predictions
+   score best (log loss) against ``r`` is kept -- ordinary cross-validation, no gold.  A logistic
+   regression (``hidden=()``, convex) by L-BFGS to a gradient norm of 1e-4 (at most
+   ``LBFGS_ROUNDS * steps`` iterations per strength); an MLP
+   (:class:`~crowdinfer.models.networks.MLP`) by full-batch Adam, ``ADAM_ROUNDS * steps`` steps at
+   the first strength and a quarter of that at each next one.
 
-   * ``F`` classifiers (``folds``, default 5) are trained on the soft labels ``r``, classifier
-     ``f`` on the items outside fold ``f`` (seed 000 sec. 4.5.1), to convergence: the
-     cross-entropy ``- sum_i m_i sum_k r_ik log p(k | x_i, theta) / sum_i m_i`` (``m_i = 1`` for
-     annotated items) plus ``weight_decay / 2 * |theta|^2``.  A logistic regression
-     (``hidden=()``, convex) by L-BFGS, at most ``10 * steps`` iterations; an MLP
-     (:class:`~crowdinfer.models.networks.MLP`) by ``10 * steps`` full-batch Adam steps.
-     Item ``i``'s log probabilities ``l_i`` come from the classifier that did not see it.
-     ``weight_decay=None`` (the default) trains them at every strength of :data:`DECAYS` and keeps
-     the one whose cross-fitted predictions score best (log loss) against ``r`` -- ordinary
-     cross-validation, no gold: a weakly regularised classifier on weak features is confidently
-     wrong on the items it did not see, and one weight ``a`` cannot undo that item by item.
-   * The prior is ``log p(y_i = k | x_i) = log_softmax_k(a * l_ik + b_k)``, ``a >= 0``: the
-     weight ``a`` calibrates (and may switch off) the classifier, ``b`` are class offsets.
-     ``(a, b)`` maximise the **marginal likelihood of the annotations** given stage 1's worker
-     parameters (type-II maximum likelihood, the evidence of the weight)
+   The prior is ``log p(y_i = k | x_i) = log_softmax_k(a * l_ik + b_k)``, ``a >= 0``: the weight
+   ``a`` calibrates the classifier, ``b`` are class offsets.  ``(a, b)`` maximise the **marginal
+   likelihood of the annotations** given stage 1's worker parameters (:func:`fit_weight`),
 
-         sum_i m_i log sum_k p(y_i = k | x_i; a, b) exp(L_ik),
+       sum_i m_i log sum_k p(y_i = k | x_i; a, b) exp(L_ik),
 
-     by L-BFGS from ``a = 0``, ``b = log`` (stage 1's class proportions): the model without the
-     classifier is the point ``a = 0`` of this family, and the weight moves away from it only as
-     far as the annotations of items the classifier never saw support it.  Features that carry no
-     information give ``a ~ 0`` and the labels of the model without the classifier.
+   by L-BFGS from ``a = 0``, ``b`` = stage 1's log class proportions (the model without the
+   classifier is the point ``a = 0`` of this family).
+
+3. **The guard** (:func:`held_out_gain`): the evidence above rewards a prior for predicting an
+   item's first answer, and a classifier can win it while moving labels the wrong way.  So the
+   annotations are split in two halves within each item (as the default fit's holdout criterion,
+   :mod:`crowdinfer.selection`); on each half the model without the classifier is fitted again,
+   the weight is fitted again on that half's evidence (same cross-fitted ``l``: the classifier of
+   item ``i`` never saw any answer of item ``i``), and both posteriors -- with and without the
+   prior -- predict the *other* half's answers under that half's workers:
+   ``log sum_k q_ik theta[w, k, z]`` for every held-out answer, as in
+   :func:`crowdinfer.selection.holdout_scores`.  The classifier is kept only if, summed over both
+   halves, it predicts the held-out answers better, by more than :data:`GUARD_SE` standard errors
+   of the per-item gains (a one-sided paired test); otherwise ``a = 0`` and ``b`` = stage 1's log
+   proportions, which is exactly the model without the classifier.
 
    The loop then runs one iteration from stage 1's labels: its M-step gives stage 1's (converged)
-   worker parameters, its E-step the label posterior under the learned prior.  The worker
-   parameters are **not** re-estimated under the classifier's prior (measured: re-estimating
-   them, with the weight refitted by the same evidence each iteration, lowered accuracy on
-   music_genre with weak features), so the classifier cannot feed back into the crowd evidence it
-   is judged by.
+   worker parameters, its E-step the label posterior under the prior.  The worker parameters are
+   **not** re-estimated under the classifier's prior, so the classifier cannot feed back into the
+   crowd evidence it is judged by.
 
-The part's hyperparameters (:class:`LearnedHyper`, traced arrays): ``features`` (N, d), the
-standardised item features, ``train_mask`` (N,) ``m``, ``fold`` (N,) the fold of each item, the
-gold offset (gold items are left out of the weight's evidence: their labels are clamped), and stage
-1's ``crowd_probs`` and ``crowd_log_lik``.  Its state is :class:`LearnedState` (``net``: the fold
-classifiers, the weight and the chosen L2 strength; private: the cross-fitted log probabilities).
+The part (:func:`classifier_part`) only carries the result: its hyperparameters
+(:class:`LearnedHyper`) hold the cross-fitted log probabilities, the weight and the fold
+classifiers; its state is :class:`LearnedState` (``net``: the fold classifiers, the weight, the
+chosen L2 strength and the guard's verdict; private: the cross-fitted log probabilities).
 """
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax import lax
 
@@ -65,22 +74,22 @@ from crowdinfer.inference.loop import ClassPart
 from .class_prior import with_gold
 from .networks import MLP
 
-LBFGS_ROUNDS = 10  # L-BFGS iterations per unit of ``steps`` (logistic regression, the weight)
-ADAM_ROUNDS = 10  # Adam steps per unit of ``steps`` (MLP)
+LBFGS_ROUNDS = 10  # L-BFGS iterations (at most) per unit of ``steps`` and L2 strength
+LBFGS_TOL = 1e-4  # gradient norm at which L-BFGS stops (the loss is a mean cross-entropy)
+ADAM_ROUNDS = 10  # Adam steps per unit of ``steps`` at the first L2 strength (MLP)
+DECAYS = (1.0, 1e-1, 1e-2, 1e-3, 1e-4)  # the L2 path, strongest first (cross-validated)
+GUARD_SE = 2.0  # the held-out gain must exceed this many standard errors (one-sided test)
 
 
 class LearnedHyper(NamedTuple):
-    features: jax.Array  # (N, d) standardised item features
-    train_mask: jax.Array  # (N,) 1 for items with at least one annotation
-    fold: jax.Array  # (N,) each item's fold
+    log_probs: jax.Array  # (N, K) cross-fitted classifier log probabilities
+    net: dict  # {"folds", "weight", "decay", "guard"}: see classifier_part
     gold_offset: jax.Array | None = None  # see class_prior.gold_offset
     class_concentration: jax.Array | None = None  # recorded in the options only: not used
-    crowd_probs: jax.Array | None = None  # (N, K) stage 1's label posterior: the training target
-    crowd_log_lik: jax.Array | None = None  # (N, K) stage 1's log q minus its log prior
 
 
 class LearnedState(NamedTuple):
-    net: dict  # {"folds": fold classifiers, "weight": {"scale": a, "bias": b}, "decay": L2}
+    net: dict  # {"folds": fold classifiers, "weight": {"scale": a, "bias": b}, "decay", "guard"}
     log_probs: jax.Array  # (N, K) cross-fitted classifier log probabilities (fixed)
     private = ("log_probs",)
 
@@ -106,31 +115,30 @@ def minimise_lbfgs(fun, params, max_iter: int, tol: float = 1e-5):
     return lax.while_loop(cond, body, (params, opt.init(params)))[0]
 
 
-DECAYS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)  # the L2 strengths cross-validation chooses from
-
-
 @lru_cache(maxsize=None)
-def classifier_part(n_classes: int, hidden: tuple = (128,), steps: int = 20,
-                    learning_rate: float = 1e-3, weight_decay: float | None = None,
-                    seed: int = 0, folds: int = 5) -> ClassPart:
-    """The label-prior part for :class:`~crowdinfer.models.networks.MLP` classifiers (``hidden=()``:
-    logistic regression), one per fold (parameters stacked on a leading fold axis,
-    ``params["net"]["folds"]``).  ``weight_decay``: the L2 strength; ``None`` chooses it from
-    :data:`DECAYS` by the cross-fitted cross-entropy against stage 1's posterior.  Everything is learned in
-    ``init``; ``update`` keeps it (the runner's second stage is one iteration)."""
+def trainer(n_classes: int, hidden: tuple = (128,), steps: int = 20, learning_rate: float = 1e-3,
+            seed: int = 0, folds: int = 5):
+    """``train(features, target, train_mask, fold, decays)``, one ``jit`` (compiled once per
+    shape): the ``folds`` cross-fitted classifiers on the soft labels ``target`` (N, K) at every L2
+    strength of ``decays`` (strongest first, each warm-started from the previous solution), the
+    strength whose cross-fitted log loss against ``target`` is lowest kept.  Returns
+    ``(fold parameters, cross-fitted log probabilities (N, K), chosen decay, log loss per decay)``."""
     net = MLP(n_classes=n_classes, hidden=hidden)
     n_folds = max(int(folds), 1)
-    decays = jnp.asarray(DECAYS if weight_decay is None else (weight_decay,), jnp.float32)
+    if hidden:
+        first, rest = ADAM_ROUNDS * steps, max(ADAM_ROUNDS * steps // 4, 1)
+    else:
+        first = rest = LBFGS_ROUNDS * steps
 
     def loss(params, decay, mask, target, features):
         log_p = jax.nn.log_softmax(net.apply(params, features), axis=-1)
         fit = -jnp.sum(mask * jnp.sum(target * log_p, axis=-1)) / jnp.maximum(mask.sum(), 1.0)
         return fit + 0.5 * decay * optax.tree_utils.tree_norm(params, squared=True)
 
-    def train(params, decay, mask, target, features):
+    def train_one(params, decay, mask, target, features, iterations):
         if not hidden:  # convex: to convergence by L-BFGS
             return minimise_lbfgs(lambda p: loss(p, decay, mask, target, features), params,
-                                  LBFGS_ROUNDS * steps)
+                                  iterations, LBFGS_TOL)
         opt = optax.adam(learning_rate)  # the decay is in the loss
 
         def step(carry, _):
@@ -139,69 +147,91 @@ def classifier_part(n_classes: int, hidden: tuple = (128,), steps: int = 20,
             updates, s = opt.update(grads, s, p)
             return (optax.apply_updates(p, updates), s), None
 
-        (params, _), _ = lax.scan(step, (params, opt.init(params)), None,
-                                  length=ADAM_ROUNDS * steps)
+        (params, _), _ = lax.scan(step, (params, opt.init(params)), None, length=iterations)
         return params
 
-    def init(data, hyper):
-        if hyper.crowd_probs is None or hyper.crowd_log_lik is None:
-            raise ValueError("the classifier prior needs stage 1's crowd_probs and crowd_log_lik "
-                             "(crowdinfer.runners.loop_runner sets them)")
-        x, target = hyper.features, hyper.crowd_probs
+    @jax.jit
+    def train(features, target, train_mask, fold, decays):
         keys = jax.random.split(jax.random.key(seed), n_folds)
-        start = jax.vmap(lambda k: net.init(k, x[:1]))(keys)
-        masks = fold_masks(hyper.train_mask, hyper.fold, n_folds)
+        params = jax.vmap(lambda k: net.init(k, features[:1]))(keys)
+        masks = fold_masks(train_mask, fold, n_folds)
 
-        def cross_fitted(decay):  # every fold's classifier at this L2 strength
-            params = jax.vmap(train, in_axes=(0, None, 0, None, None))(start, decay, masks,
-                                                                       target, x)
-            logits = jax.vmap(lambda p: net.apply(p, x))(params)  # (F, N, K)
-            return params, jax.nn.log_softmax(cross_fit(logits, hyper.fold), axis=-1)
+        def all_folds(params, decay, iterations):
+            return jax.vmap(partial(train_one, iterations=iterations),
+                            in_axes=(0, None, 0, None, None))(params, decay, masks, target,
+                                                              features)
 
-        params, log_probs = jax.vmap(cross_fitted)(decays)  # (D, F, ...), (D, N, K)
-        # the decay whose held-out predictions score best against stage 1's posterior
-        mask = hyper.train_mask
-        held_out = -jnp.sum(mask[None, :, None] * target[None] * log_probs, axis=(1, 2))
-        best = jnp.argmin(held_out)
-        params = jax.tree.map(lambda p: p[best], params)
-        log_probs = log_probs[best]
-        mask = evidence_mask(hyper)
-        proportions = (mask[:, None] * target).sum(0) / jnp.maximum(mask.sum(), 1.0)
-        weight = {"scale": jnp.zeros(()), "bias": jnp.log(jnp.maximum(proportions, 1e-6))}
-        weight = fit_weight(log_probs, hyper.crowd_log_lik, mask, weight, LBFGS_ROUNDS * steps)
-        return LearnedState({"folds": params, "weight": weight, "decay": decays[best]}, log_probs)
+        if first > rest:  # the first strength starts from scratch: more steps
+            params = all_folds(params, decays[0], first - rest)
 
-    def update(data, q, hyper, state):
-        return state
+        def body(carry, decay):
+            params, best = carry
+            params = all_folds(params, decay, rest)
+            logits = jax.vmap(lambda p: net.apply(p, features))(params)  # (F, N, K)
+            log_probs = jax.nn.log_softmax(cross_fit(logits, fold), axis=-1)
+            score = -jnp.sum(train_mask[:, None] * target * log_probs)
+            better = score < best[2]
+            best = jax.tree.map(lambda new, old: jnp.where(better, new, old),
+                                (params, log_probs, score, decay), best)
+            return (params, best), score
 
-    def log_prior(data, state, hyper):
-        return with_gold(weighted(state.log_probs, state.net["weight"]), hyper.gold_offset)
+        best = (params, jnp.zeros_like(target), jnp.asarray(jnp.inf, target.dtype), decays[0])
+        (_, best), scores = lax.scan(body, (params, best), decays)
+        return best[0], best[1], best[3], scores
 
-    return ClassPart(
-        hyper=None,
-        state=LearnedState,
-        init=init,
-        update=update,
-        log_prior=log_prior,
-        objective=lambda state, hyper: jnp.zeros(()),
-        proportions=lambda state: None,
-    )
+    return train
 
 
-def evidence_mask(hyper) -> jax.Array:
-    """The items whose annotations are the weight's evidence: annotated and not gold."""
-    mask = hyper.train_mask
-    if hyper.gold_offset is not None:
-        mask = mask * ~jnp.any(hyper.gold_offset < 0, axis=-1)
-    return mask
+def classifier_part() -> ClassPart:
+    """The label-prior part that carries a learned classifier prior (stage 2): its hyperparameters
+    (:class:`LearnedHyper`) hold everything, learned beforehand by the runner."""
+    return _PART
 
 
-def crowd_evidence(spec, data, state) -> tuple[jax.Array, jax.Array]:
-    """Stage 1's label posterior and crowd log likelihoods ``log q - log prior`` (each item's
-    log p(annotations | y = k) up to a constant) from its final loop ``state`` under ``spec``."""
-    log_prior = spec.classes.log_prior(data, state.classes, spec.classes.hyper)
+def _log_prior(data, state, hyper):
+    return with_gold(weighted(state.log_probs, state.net["weight"]), hyper.gold_offset)
+
+
+_PART = ClassPart(
+    hyper=None,
+    state=LearnedState,
+    init=lambda data, hyper: LearnedState(hyper.net, hyper.log_probs),
+    update=lambda data, q, hyper, state: state,
+    log_prior=_log_prior,
+    objective=lambda state, hyper: jnp.zeros(()),
+    proportions=lambda state: None,
+)
+
+
+def without_gold(hyper):
+    """``hyper`` with its gold offset (if any) removed."""
+    if getattr(hyper, "gold_offset", None) is None:
+        return hyper
+    return hyper._replace(gold_offset=None)
+
+
+def crowd_evidence(spec, data, state) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """From a loop ``state`` of the model without the classifier (``spec``): its label posterior,
+    its crowd log likelihoods ``log q - log prior`` (each item's log p(annotations | y = k) up to a
+    constant) and its log class proportions (K,) (``log_softmax`` of its log prior, without the
+    gold offset: with these as ``b`` and ``a = 0`` the weighted prior gives its posterior)."""
+    hyper = spec.classes.hyper
+    log_prior = spec.classes.log_prior(data, state.classes, hyper)
     log_lik = state.log_q - jnp.broadcast_to(log_prior, state.log_q.shape)
-    return jnp.exp(state.log_q), log_lik
+    base = spec.classes.log_prior(data, state.classes, without_gold(hyper))
+    probs = jnp.exp(state.log_q)
+    if base.ndim == 1:
+        base = jax.nn.log_softmax(base)
+    else:  # per-item prior logits: the mean posterior
+        base = jnp.log(jnp.maximum(probs.mean(0), 1e-6))
+    return probs, log_lik, base
+
+
+def evidence_mask(train_mask, gold_offset) -> jax.Array:
+    """The items whose annotations are evidence: annotated and not gold."""
+    if gold_offset is not None:
+        train_mask = train_mask * ~jnp.any(gold_offset < 0, axis=-1)
+    return train_mask
 
 
 def fold_masks(mask: jax.Array, fold: jax.Array, n_folds: int) -> jax.Array:
@@ -235,6 +265,7 @@ def log_evidence(log_probs, log_lik, mask, weight) -> jax.Array:
     return jnp.sum(mask * per_item)
 
 
+@partial(jax.jit, static_argnames="max_iter")
 def fit_weight(log_probs, log_lik, mask, weight, max_iter: int = 500) -> dict:
     """The weight ``a >= 0`` and class offsets ``b`` maximising :func:`log_evidence`, by L-BFGS
     from ``weight``; where the unconstrained maximum has ``a < 0`` (a classifier worse than none),
@@ -251,6 +282,47 @@ def fit_weight(log_probs, log_lik, mask, weight, max_iter: int = 500) -> dict:
             "bias": jnp.where(keep, best["bias"], weight["bias"])}
 
 
+def annotation_halves(item: np.ndarray, n_items: int, seed: int = 0) -> np.ndarray:
+    """0 or 1 for every annotation (``item``: each one's item): a random permutation dealt
+    alternately within each item from a random start, so an item with two or more answers has
+    some in each half (as :func:`crowdinfer.selection.holdout_scores` splits them)."""
+    rng = np.random.default_rng(seed)
+    order = np.argsort(item + rng.random(len(item)), kind="stable")  # by item, shuffled within
+    sorted_item = item[order]
+    rank = np.arange(len(item)) - np.searchsorted(sorted_item, sorted_item, side="left")
+    half = np.empty(len(item), np.int64)
+    half[order] = (rank + rng.integers(0, 2, size=n_items)[sorted_item]) % 2
+    return half
+
+
+@jax.jit
+def held_out_gain(log_probs, weight, base, log_lik, confusion, worker, label, item, held):
+    """Per item (N,): how much better the posterior under the weighted classifier prior predicts
+    the held-out answers than the posterior under the class proportions ``base`` -- both from the
+    crowd log likelihoods ``log_lik`` of the other answers, each held-out answer (``worker``,
+    ``label``, ``item``; ``held`` its weight, 0 for answers that are not held out) scored as
+    ``log sum_k q_ik confusion[w, k, z]`` (the fitted workers of the other answers)."""
+    log_theta = jnp.log(jnp.maximum(confusion[worker, :, label], 1e-30))  # (R, K)
+
+    def score(log_prior):
+        log_q = jax.nn.log_softmax(log_prior + log_lik, axis=-1)
+        return jax.nn.logsumexp(log_q[item] + log_theta, axis=-1)
+
+    per_row = held * (score(weighted(log_probs, weight)) - score(base))
+    return jax.ops.segment_sum(per_row, item, num_segments=log_probs.shape[0])
+
+
+def guard_test(gain: np.ndarray, counted: np.ndarray) -> dict:
+    """The guard's verdict from the per-item held-out gains ``gain`` of the ``counted`` items:
+    the total, its standard error (items as independent pairs) and ``kept`` (total > GUARD_SE *
+    standard error)."""
+    g = np.asarray(gain, np.float64)[np.asarray(counted, bool)]
+    n = len(g)
+    total = float(g.sum())
+    se = float(np.sqrt(n / max(n - 1, 1) * np.sum((g - g.mean()) ** 2))) if n else 0.0
+    return {"gain": total, "se": se, "kept": bool(n > 1 and total > GUARD_SE * se)}
+
+
 def classifier_weight(params) -> float:
     """The learned weight ``a`` of the classifier's log probabilities in the prior (0: ignored)."""
     return float(params["weight"]["scale"])
@@ -258,7 +330,8 @@ def classifier_weight(params) -> float:
 
 def predict_logits(n_classes: int, hidden: tuple, params, features: jax.Array) -> jax.Array:
     """Class log probabilities for any (standardised) features: the mean of the fold networks'
-    log probabilities (an ensemble; none of them saw these items), weighted as in the prior."""
+    log probabilities (an ensemble; none of them saw these items), weighted as in the prior (a
+    classifier the guard switched off gives the class proportions)."""
     net = MLP(n_classes=n_classes, hidden=hidden)
     logits = jax.vmap(lambda p: net.apply(p, features))(params["folds"])
     return weighted(jax.nn.log_softmax(logits, axis=-1).mean(0), params["weight"])
