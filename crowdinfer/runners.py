@@ -78,6 +78,15 @@ def run_loop(model_name: str, method: str, spec: Spec, annotations: Annotations,
     )
     if callback is not None:
         callback.close()
+    return _posterior(model_name, method, spec, annotations, state, options,
+                      None if classifier is None else {**classifier,
+                                                       "params": state.classes.net})
+
+
+def _posterior(model_name: str, method: str, spec: Spec, annotations: Annotations, state,
+               options: dict, classifier: dict | None) -> Posterior:
+    """The :class:`~crowdinfer.Posterior` of a loop ``state`` of ``spec`` (as :func:`run_loop`
+    returns it); ``classifier``: the learned prior's description, its ``params`` included."""
     proportions = spec.classes.proportions(state.classes)
     state = jax.device_get(state)
     n_iter = int(state.iteration)
@@ -93,7 +102,7 @@ def run_loop(model_name: str, method: str, spec: Spec, annotations: Annotations,
         converged=bool(state.converged),
         params={k: jax.tree.map(np.asarray, v) for k, v in state.params.items()},
         options={**options, "hyper": jax.device_get(model_hyper(spec))},
-        classifier=None if classifier is None else {**classifier, "params": state.classes.net},
+        classifier=classifier,
     )
 
 
@@ -145,14 +154,14 @@ def _confusion_spec(annotations, method: str, workers: WorkerPart, offset: float
     return Spec(workers.with_hyper(hyper), classes), recorded
 
 
-def _classifier_prior(annotations: Annotations, spec: Spec, data, crowd, start,
+def _classifier_prior(annotations: Annotations, spec: Spec, data, crowd,
                       options: LearnedPriorOptions, loop: LoopOptions):
-    """The learned label prior (models/learned_prior.py) from stage 1 (``crowd``: the loop state
-    of ``spec``, the model without the classifier, run from ``start`` on ``data``): the
-    cross-fitted classifiers, their weight, and the guard on held-out annotations, which runs the
-    model without the classifier on each half of every item's answers.  Returns the part (in
-    place of ``spec.classes``, whose gold offset it keeps) and what prediction on new items
-    needs."""
+    """The learned label prior (models/learned_prior.py) from stage 1 (``crowd``: the converged
+    loop state of ``spec``, the model without the classifier, on ``data``): the cross-fitted
+    classifiers, their weight, and the guard on held-out annotations, which runs the model without
+    the classifier on each half of every item's answers.  Returns the part (in place of
+    ``spec.classes``, whose gold offset it keeps) and what prediction on new items needs, the
+    fold classifiers, weight and verdict (``params``) included."""
     features, seed, folds = options.features, options.seed, options.folds
     x = annotations.features if features is None else np.asarray(features, np.float32)
     if x is None:
@@ -202,7 +211,8 @@ def _classifier_prior(annotations: Annotations, spec: Spec, data, crowd, start,
             jnp.asarray(held))
         counted |= np.asarray(item_held) > 0
     verdict = learned_prior.guard_test(np.asarray(gain), counted)
-    if not verdict["kept"]:  # a = 0, b = stage 1's proportions: the model without it
+    verdict["kept"] = verdict["kept"] and float(weight["scale"]) > 0  # a = 0: nothing to keep
+    if not verdict["kept"]:  # recorded as a = 0 (the runner returns stage 1 itself)
         weight = {"scale": jnp.zeros(()), "bias": base}
     net = {"folds": params, "weight": weight, "decay": decay,
            "guard": {"gain": jnp.float32(verdict["gain"]), "se": jnp.float32(verdict["se"]),
@@ -211,7 +221,7 @@ def _classifier_prior(annotations: Annotations, spec: Spec, data, crowd, start,
         log_probs=log_probs, net=net, gold_offset=gold,
         class_concentration=getattr(spec.classes.hyper, "class_concentration", None))
     return (learned_prior.classifier_part().with_hyper(hyper),
-            {"hidden": hidden, "mean": mean, "std": std})
+            {"hidden": hidden, "mean": mean, "std": std, "params": net})
 
 
 def loop_runner(model_name: str, method: str, workers: WorkerPart, offset: float,
@@ -226,29 +236,28 @@ def loop_runner(model_name: str, method: str, workers: WorkerPart, offset: float
         loop = LoopOptions(**options)  # anything else is a loop option (or an unknown name)
         spec, recorded = _confusion_spec(annotations, method, workers, offset, one_coin_prior,
                                          prior)
-        classifier, start = None, None
-        if learned.label_prior == "classifier":
-            # two stages and a guard (models/learned_prior.py): the model without the classifier
-            # to convergence, the classifier prior learned from it and checked on held-out
-            # answers, the loop run from its labels
-            data = annotations.to_device()
-            first = label_prior.clamp_probs(majority_vote.soft(data),
-                                            getattr(spec.classes.hyper, "gold_offset", None))
-            crowd = run(spec, data, first, max_iter=loop.max_iter, tol=loop.tol, stop=loop.stop)
-            classes, classifier = _classifier_prior(annotations, spec, data, crowd, first,
-                                                    learned, loop)
-            spec, start = spec._replace(classes=classes), jnp.exp(crowd.log_q)
-            recorded.update(label_prior="classifier", hidden=classifier["hidden"],
-                            classifier_steps=learned.classifier_steps,
-                            learning_rate=learned.learning_rate,
-                            weight_decay=learned.weight_decay, seed=learned.seed,
-                            folds=learned.folds)
-        if classifier is None:
+        if learned.label_prior != "classifier":
             return run_loop(model_name, method, spec, annotations, loop, options=recorded)
-        # stage 2 is one iteration: stage 1's worker parameters, the learned prior's E-step
-        post = run_loop(model_name, method, spec, annotations,
+        # two stages and a guard (models/learned_prior.py): the model without the classifier to
+        # convergence (exactly fit(annotations, model_name)), the classifier prior learned from
+        # it and checked on held-out answers
+        data = annotations.to_device()
+        first = label_prior.clamp_probs(majority_vote.soft(data),
+                                        getattr(spec.classes.hyper, "gold_offset", None))
+        crowd = run(spec, data, first, max_iter=loop.max_iter, tol=loop.tol, stop=loop.stop)
+        classes, classifier = _classifier_prior(annotations, spec, data, crowd, learned, loop)
+        recorded.update(label_prior="classifier", hidden=classifier["hidden"],
+                        classifier_steps=learned.classifier_steps,
+                        learning_rate=learned.learning_rate, weight_decay=learned.weight_decay,
+                        seed=learned.seed, folds=learned.folds)
+        if not bool(classifier["params"]["guard"]["kept"]):
+            # the guard switched the classifier off: the model without it, stage 1 itself
+            return _posterior(model_name, method, spec, annotations, crowd, recorded, classifier)
+        # stage 2 is one iteration from stage 1's labels: stage 1's worker parameters, the
+        # learned prior's E-step
+        post = run_loop(model_name, method, spec._replace(classes=classes), annotations,
                         dataclasses.replace(loop, max_iter=1), options=recorded,
-                        classifier=classifier, start=start)
+                        classifier=classifier, start=jnp.exp(crowd.log_q))
         post.n_iter, post.converged = int(crowd.iteration) + 1, bool(crowd.converged)
         return post
 

@@ -45,11 +45,12 @@ held-out annotations** (the runner, :func:`crowdinfer.runners.loop_runner`, driv
    ``log sum_k q_ik theta[w, k, z]`` for every held-out answer, as in
    :func:`crowdinfer.selection.holdout_scores`.  The classifier is kept only if, summed over both
    halves, it predicts the held-out answers better, by more than :data:`GUARD_SE` standard errors
-   of the per-item gains (a one-sided paired test); otherwise ``a = 0`` and ``b`` = stage 1's log
-   proportions, which is exactly the model without the classifier.
+   of the per-item gains (a one-sided paired test) and by more than :data:`GUARD_MIN_GAIN` nats,
+   with ``a > 0`` on the full data; otherwise the result is stage 1's posterior itself (exactly
+   ``fit(annotations, model)``: same labels and probabilities), recorded with ``a = 0``.
 
-   The loop then runs one iteration from stage 1's labels: its M-step gives stage 1's (converged)
-   worker parameters, its E-step the label posterior under the prior.  The worker parameters are
+   Where it is kept, the loop runs one iteration from stage 1's labels: its M-step gives stage 1's
+   (converged) worker parameters, its E-step the label posterior under the prior.  The worker parameters are
    **not** re-estimated under the classifier's prior, so the classifier cannot feed back into the
    crowd evidence it is judged by.
 
@@ -79,6 +80,9 @@ LBFGS_TOL = 1e-4  # gradient norm at which L-BFGS stops (the loss is a mean cros
 ADAM_ROUNDS = 10  # Adam steps per unit of ``steps`` at the first L2 strength (MLP)
 DECAYS = (1.0, 1e-1, 1e-2, 1e-3, 1e-4)  # the L2 path, strongest first (cross-validated)
 GUARD_SE = 2.0  # the held-out gain must exceed this many standard errors (one-sided test)
+# ... and this many nats: the classifier's prior adds one parameter (the weight a), and one nat per
+# parameter is Akaike's price; it keeps a gain of 0.0 +- 0.0 (float32 rounding) from counting
+GUARD_MIN_GAIN = 1.0
 
 
 class LearnedHyper(NamedTuple):
@@ -314,13 +318,17 @@ def held_out_gain(log_probs, weight, base, log_lik, confusion, worker, label, it
 
 def guard_test(gain: np.ndarray, counted: np.ndarray) -> dict:
     """The guard's verdict from the per-item held-out gains ``gain`` of the ``counted`` items:
-    the total, its standard error (items as independent pairs) and ``kept`` (total > GUARD_SE *
-    standard error)."""
+    the total, its standard error (items as independent pairs) and ``kept``: the total is above
+    both ``GUARD_SE`` standard errors and :data:`GUARD_MIN_GAIN` nats (a gain of 0 +- 0 -- a
+    classifier that changes nothing, or float32 rounding -- is not kept; nor is anything where
+    fewer than two items were held out or the standard error is not finite)."""
     g = np.asarray(gain, np.float64)[np.asarray(counted, bool)]
     n = len(g)
     total = float(g.sum())
     se = float(np.sqrt(n / max(n - 1, 1) * np.sum((g - g.mean()) ** 2))) if n else 0.0
-    return {"gain": total, "se": se, "kept": bool(n > 1 and total > GUARD_SE * se)}
+    kept = (n > 1 and np.isfinite(total) and np.isfinite(se)
+            and total > max(GUARD_SE * se, GUARD_MIN_GAIN))
+    return {"gain": total, "se": se, "kept": bool(kept)}
 
 
 def classifier_weight(params) -> float:

@@ -64,6 +64,41 @@ def test_useless_features_get_no_weight():
         assert (post.labels == plain.labels).mean() > 0.97
 
 
+@pytest.mark.parametrize("model", ["dawid_skene", "bcc"])
+def test_rejected_classifier_gives_exactly_the_model_without_it(model):
+    """Random features: the guard switches the classifier off, and the result is the model without
+    it itself (same labels, same probabilities, same workers), not a refit with a = 0."""
+    task = ci.datasets.synthetic(n_items=300, n_workers=10, n_classes=3, annotations_per_item=3,
+                                 accuracy=(0.5, 0.8), seed=3)
+    x = np.random.default_rng(1).normal(size=(300, 5))
+    post = fit(task.annotations, model, label_prior="classifier", features=x, hidden=())
+    plain = fit(task.annotations, model)
+    guard = post.classifier["params"]["guard"]
+    assert not bool(guard["kept"]), (float(guard["gain"]), float(guard["se"]))
+    assert classifier_weight(post.classifier["params"]) == 0.0
+    np.testing.assert_array_equal(post.labels, plain.labels)
+    np.testing.assert_array_equal(post.label_probs, plain.label_probs)
+    np.testing.assert_array_equal(post.confusion, plain.confusion)
+    assert post.n_iter == plain.n_iter
+
+
+def test_guard_needs_a_real_gain():
+    """The guard keeps a classifier only for a total held-out gain above 2 standard errors and
+    above GUARD_MIN_GAIN nats: not for 0 +- 0, a constant gain (se = 0) of nothing, a tiny
+    'significant' gain, or a single item."""
+    counted = np.ones(100, bool)
+    assert not lp.guard_test(np.zeros(100), counted)["kept"]  # 0.0 +- 0.0
+    assert not lp.guard_test(np.full(100, 1e-4), counted)["kept"]  # se = 0, gain 0.01 nats
+    tiny = 1e-3 + 1e-5 * np.random.default_rng(0).normal(size=100)  # 0.1 +- 0.0001 nats
+    assert not lp.guard_test(tiny, counted)["kept"]
+    assert not lp.guard_test(np.full(100, 5.0), np.eye(100, dtype=bool)[0])["kept"]
+    assert not lp.guard_test(np.full(100, np.nan), counted)["kept"]
+    real = 0.1 + 0.1 * np.random.default_rng(0).normal(size=100)  # 10 +- 1 nats
+    assert lp.guard_test(real, counted)["kept"]
+    noise = 0.01 + np.random.default_rng(0).normal(size=100)  # 1 +- 10 nats
+    assert not lp.guard_test(noise, counted)["kept"]
+
+
 @pytest.fixture(scope="module")
 def informative():
     task = ci.datasets.synthetic(n_items=600, n_workers=15, n_classes=3, annotations_per_item=2,
