@@ -341,6 +341,7 @@ def test_checks_are_skipped_under_jit_and_vmap():
     np.testing.assert_allclose(bc.sum(axis=-1), 1.0, atol=1e-5)
 
 
+@pytest.mark.slow  # a learned-classifier fit on labelme: ~35 s
 def test_learned_classifier_supplies_proposals_and_corrections_feed_back(dataset):
     """Issue 5 item 4: the toolkit's own classifier proposes; corrected soft labels go back in."""
     import crowdinfer as ci
