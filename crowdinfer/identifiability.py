@@ -24,6 +24,7 @@ import numpy as np
 __all__ = ["worker_overlap", "unidentified_workers", "pooled_skill", "tie_unidentified",
            "warning", "PIN"]
 
+POOLED = "pooled_skill"  # the Annotations.derived key of pooled_skill (selection presets it for its halves)
 PIN = 1e4  # pseudo-answers per confusion row that pin an unidentified worker to the pooled skill
 
 
@@ -46,25 +47,46 @@ def worker_overlap(annotations) -> np.ndarray:
     return np.bincount(worker, weights=shared, minlength=annotations.n_workers).astype(np.int64)
 
 
+def _shared_items(annotations) -> np.ndarray:
+    """(N,) bool: items answered by two or more distinct workers.  On item-sorted annotations (they
+    are) one segment min and max of the worker per item, in O(n) without forming pairs."""
+    item, worker = np.asarray(annotations.item), np.asarray(annotations.worker)
+    out = np.zeros(annotations.n_items, bool)
+    if len(item) == 0:
+        return out
+    if np.all(item[1:] >= item[:-1]):
+        starts = np.flatnonzero(np.r_[True, item[1:] != item[:-1]])
+        out[item[starts]] = (np.minimum.reduceat(worker, starts)
+                             != np.maximum.reduceat(worker, starts))
+        return out
+    pair_item, _ = _distinct_pairs(annotations)
+    return np.bincount(pair_item, minlength=annotations.n_items) >= 2
+
+
 def unidentified_workers(annotations) -> np.ndarray:
     """(M,) bool: workers with answers, none of them on an item another worker answered."""
     def compute():
-        n = np.bincount(annotations.worker, minlength=annotations.n_workers)
-        return (n > 0) & (worker_overlap(annotations) == 0)
+        m = annotations.n_workers
+        answered = np.bincount(annotations.item, minlength=annotations.n_items) > 0
+        alone = answered & ~_shared_items(annotations)  # items with one distinct worker
+        if not alone.any():  # every answer has company: every worker with answers overlaps
+            return np.zeros(m, bool)
+        on_shared = ~alone[annotations.item]
+        n = np.bincount(annotations.worker, minlength=m)
+        return (n > 0) & (np.bincount(annotations.worker[on_shared], minlength=m) == 0)
 
     return annotations.derived("unidentified_workers", compute)
 
 
-def pooled_skill(annotations) -> np.ndarray:
+def pooled_skill(annotations, tol: float | None = None) -> np.ndarray:
     """(K, K) the confusion the data support for a worker nobody overlaps: the answer-weighted mean
-    confusion of a Dawid-Skene EM fit on the items with two or more workers, or the homogeneous
-    prior mean when there are none."""
+    confusion of a Dawid-Skene EM fit on the items with two or more workers (stopped at ``tol``,
+    the loop's default when ``None``), or the homogeneous prior mean when there are none."""
     from .annotations import Annotations
     from .models import dawid_skene, priors
 
     k = annotations.n_classes
-    item, _ = _distinct_pairs(annotations)
-    shared_items = np.flatnonzero(np.bincount(item, minlength=annotations.n_items) >= 2)
+    shared_items = np.flatnonzero(_shared_items(annotations))
     if len(shared_items) == 0:
         mean = priors.homogeneous(k, 1.0, priors.DEFAULT_ACCURACY)
         return mean / mean.sum(-1, keepdims=True)
@@ -75,7 +97,8 @@ def pooled_skill(annotations) -> np.ndarray:
         n_classes=k)
     from .runners import loop_runner  # here: runners imports this module
 
-    post = loop_runner("dawid_skene", "em", dawid_skene.MAP, 1.0)(sub)
+    post = loop_runner("dawid_skene", "em", dawid_skene.MAP, 1.0)(
+        sub, **({} if tol is None else {"tol": tol}))
     n = np.bincount(sub.worker, minlength=annotations.n_workers).astype(np.float64)
     return np.tensordot(n / n.sum(), np.asarray(post.confusion, np.float64), axes=1)
 
@@ -88,7 +111,7 @@ def tie_unidentified(annotations, counts: np.ndarray) -> np.ndarray:
         return counts
     m, k = annotations.n_workers, annotations.n_classes
     out = np.array(np.broadcast_to(counts, (m, k, k)), dtype=np.float64)
-    pooled = annotations.derived("pooled_skill", lambda: pooled_skill(annotations)) + 1e-3  # no zero cell: BCC's Dirichlet(beta) needs beta > 0
+    pooled = annotations.derived(POOLED, lambda: pooled_skill(annotations)) + 1e-3  # no zero cell: BCC's Dirichlet(beta) needs beta > 0
     out[lost] = PIN * pooled / pooled.sum(-1, keepdims=True)
     return out
 

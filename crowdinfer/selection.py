@@ -54,6 +54,7 @@ import warnings
 
 import numpy as np
 
+from . import identifiability
 from .annotations import Annotations, capacity_bucket
 from .posterior import Posterior
 
@@ -441,6 +442,9 @@ def holdout_scores(annotations: Annotations, candidates=CANDIDATES, seed: int = 
     rows = np.flatnonzero(fold == 1)
     keep = fold == 0
     train = _subset(annotations, keep, capacity_bucket(int(keep.sum())))
+    tol = options.get("tol", HOLDOUT_TOL)
+    if identifiability.unidentified_workers(train).any():  # the half's own pooled skill, same tol
+        train.derived(identifiability.POOLED, lambda: identifiability.pooled_skill(train, tol))
     scores, posts = {}, {}
     for name in candidates:
         start = time.perf_counter()
