@@ -515,9 +515,11 @@ def _load1(text: str) -> str:
 def _targets(d, rows) -> list[str]:
     """The issue's targets, each PASS or FAIL from the tables below."""
     out = ["## Targets (issue 11), from the tables below\n",
-           "The machine was shared with other sessions' jobs throughout (1-minute load average 6-25 "
-           "on 2 cores, written next to each number): every time is the best of repeated calls, "
-           "but all of them, crowd-kit's included, ran at a fraction of the machine.\n"]
+           "The tables mix runs of different days; the 1-minute load average on the 2 cores is "
+           "written next to each number. The defaults and the 1-device rows were re-run on a quiet "
+           "machine (load 1-1.5: our own job); the 2-device and 10^8 rows ran while the machine "
+           "was shared (load 6-8), where every time, crowd-kit's included, is at a fraction of "
+           "the machine. Every time is the best of repeated calls.\n"]
     at = [r for r in (d["rows"] if d else []) if r.get("n") == 5 * 10**5 and "error" not in r]
     for r in at:
         for name, label in (("dawid_skene", '`ci.fit(ann, "dawid_skene")`'),
