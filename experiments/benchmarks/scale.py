@@ -545,6 +545,25 @@ def _targets(d, rows) -> list[str]:
                        f"layout `{layout}`: {best:.1f}x to {ratio:.1f}x (worst: {worst['n']:.0e}, "
                        f"K = {worst['k']}, {worst['device']}) -- "
                        f"**{'PASS' if ratio <= 3 else 'FAIL'}**")
+        import math
+
+        groups = {}
+        for r in rows:  # one line per device set and K: the log-log slope from 10^6 up
+            if r["n"] >= 10**6:
+                groups.setdefault((r["device"], r["k"]), []).append(r)
+        for (device, k), got in sorted(groups.items()):
+            got = sorted(got, key=lambda r: r["n"])
+            if len(got) < 2:
+                continue
+            xs = [math.log(r["n"]) for r in got]
+            ys = [math.log(r["iteration_s"]) for r in got]
+            mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+            slope = (sum((x - mx) * (y - my) for x, y in zip(xs, ys))
+                     / sum((x - mx) ** 2 for x in xs))
+            sizes = ", ".join(f"{r['n']:.0e}" for r in got)
+            out.append(f"- time per iteration linear in the annotations (log-log slope <= 1.05 from "
+                       f"10^6 up), {device}, K = {k} ({sizes}): slope {slope:.2f} -- "
+                       f"**{'PASS' if slope <= 1.05 else 'FAIL'}**")
         for r in rows:
             if "fit_s" in r and r["k"] == 2:
                 ratio = SPARK_CROWD_DS_1E8_S / r["fit_s"]
