@@ -193,6 +193,8 @@ def _classifier_prior(annotations: Annotations, spec: Spec, data, crowd,
     rows = data.rows_only()
     gain = jnp.zeros(n)
     counted = np.zeros(n, bool)
+    halves = []  # per half: crowd log likelihoods, log theta of every answer, held-out weights
+    flip_gain, flip_counted = jnp.zeros(n), np.zeros(n, bool)  # the items whose label it changes
     for h in (0, 1):
         fitted = np.concatenate([weights * (half != h), np.zeros(pad, np.float32)])
         held = np.concatenate([weights * (half == h), np.zeros(pad, np.float32)])
@@ -206,17 +208,38 @@ def _classifier_prior(annotations: Annotations, spec: Spec, data, crowd,
         item_held = learned_prior.evidence_mask(jnp.asarray(
             np.bincount(annotations.item[half == h], minlength=n) > 0, jnp.float32), gold)
         confusion = spec.workers.confusion(state.workers, k)
-        gain = gain + item_held * learned_prior.held_out_gain(
+        gain_h = item_held * learned_prior.held_out_gain(
             log_probs, weight_h, base_h, lik_h, confusion, rows.worker, rows.label, rows.item,
             jnp.asarray(held))
+        gain = gain + gain_h
         counted |= np.asarray(item_held) > 0
+        flip = item_held * learned_prior.flipped(log_probs, weight_h, base_h, lik_h)
+        flip_gain = flip_gain + flip * gain_h
+        flip_counted |= np.asarray(flip) > 0
+        log_theta = jnp.log(jnp.maximum(confusion[rows.worker, :, rows.label], 1e-30))
+        halves.append((jnp.where(seen[:, None] > 0, lik_h, 0.0), log_theta,
+                       jnp.asarray(held) * item_held[rows.item], weight_h["bias"]))
+    # kept only if the held-out answers gain, overall and on the items whose label it changes
     verdict = learned_prior.guard_test(np.asarray(gain), counted)
-    verdict["kept"] = verdict["kept"] and float(weight["scale"]) > 0  # a = 0: nothing to keep
-    if not verdict["kept"]:  # recorded as a = 0 (the runner returns stage 1 itself)
+    flips = learned_prior.guard_test(np.asarray(flip_gain), flip_counted)
+    evidence_scale = weight["scale"]
+    kept = verdict["kept"] and flips["kept"]
+    if kept:
+        # a chosen by the held-out answers of both halves; b by the full data's evidence at that a
+        lik_hs, theta_hs, held_hs, bias_hs = (jnp.stack(v) for v in zip(*halves))
+        scale = learned_prior.held_out_weight(
+            log_probs, lik_hs, theta_hs, rows.item, held_hs,
+            {"scale": weight["scale"], "bias": bias_hs}, max_iter=iterations)
+        weight = learned_prior.fit_bias(log_probs, log_lik, learned_prior.evidence_mask(
+            train_mask, gold), scale, weight["bias"], max_iter=iterations)
+    kept = kept and float(weight["scale"]) > 0  # a = 0: nothing to keep
+    if not kept:  # recorded as a = 0 (the runner returns stage 1 itself)
         weight = {"scale": jnp.zeros(()), "bias": base}
     net = {"folds": params, "weight": weight, "decay": decay,
            "guard": {"gain": jnp.float32(verdict["gain"]), "se": jnp.float32(verdict["se"]),
-                     "kept": jnp.asarray(verdict["kept"])}}
+                     "flip_gain": jnp.float32(flips["gain"]), "flip_se": jnp.float32(flips["se"]),
+                     "flipped": jnp.int32(flip_counted.sum()),
+                     "evidence_scale": jnp.float32(evidence_scale), "kept": jnp.asarray(kept)}}
     hyper = learned_prior.LearnedHyper(
         log_probs=log_probs, net=net, gold_offset=gold,
         class_concentration=getattr(spec.classes.hyper, "class_concentration", None))

@@ -6,8 +6,9 @@ classifier's prediction ``p(y_i | x_i, theta)``.  Trained inside the EM loop, th
 worker confusions pull each other along: the classifier shifts the label posterior ``q``, the
 confusions are re-estimated from ``q``, and the crowd's own evidence drifts toward the classifier,
 which then looks better than it is (issue 14: a weak classifier lowered accuracy by up to 0.022).
-So the prior is learned in **two stages**, each with a fixed target, and then **checked on
-held-out annotations** (the runner, :func:`crowdinfer.runners.loop_runner`, drives all three):
+So the prior is learned in **two stages**, each with a fixed target, then **checked on held-out
+annotations**, which also set its weight (the runner, :func:`crowdinfer.runners.loop_runner`,
+drives all four steps):
 
 1. **The model without the classifier**, to convergence.  Its label posterior ``r`` and its crowd
    log likelihoods ``L_ik = log p(annotations of i | y_i = k) + c_i`` (its ``log q`` minus its log
@@ -27,8 +28,9 @@ held-out annotations** (the runner, :func:`crowdinfer.runners.loop_runner`, driv
    the first strength and a quarter of that at each next one.
 
    The prior is ``log p(y_i = k | x_i) = log_softmax_k(a * l_ik + b_k)``, ``a >= 0``: the weight
-   ``a`` calibrates the classifier, ``b`` are class offsets.  ``(a, b)`` maximise the **marginal
-   likelihood of the annotations** given stage 1's worker parameters (:func:`fit_weight`),
+   ``a`` calibrates the classifier, ``b`` are class offsets.  A first ``(a, b)`` maximise the
+   **marginal likelihood of the annotations** given stage 1's worker parameters
+   (:func:`fit_weight`; the guard's halves use it, the final ``a`` is step 4's),
 
        sum_i m_i log sum_k p(y_i = k | x_i; a, b) exp(L_ik),
 
@@ -44,13 +46,20 @@ held-out annotations** (the runner, :func:`crowdinfer.runners.loop_runner`, driv
    prior -- predict the *other* half's answers under that half's workers:
    ``log sum_k q_ik theta[w, k, z]`` for every held-out answer, as in
    :func:`crowdinfer.selection.holdout_scores`.  The classifier is kept only if, summed over both
-   halves, it predicts the held-out answers better, by more than :data:`GUARD_SE` standard errors
+   halves, it predicts the held-out answers better by more than :data:`GUARD_SE` standard errors
    of the per-item gains (a one-sided paired test) and by more than :data:`GUARD_MIN_GAIN` nats,
-   with ``a > 0`` on the full data; otherwise the result is stage 1's posterior itself (exactly
-   ``fit(annotations, model)``: same labels and probabilities), recorded with ``a = 0``.
+   **and** passes the same test on the items whose label it changes (:func:`flipped`; a gain in
+   held-out likelihood can come from softer probabilities of items whose label stays, while
+   accuracy is decided by the ones that move).  Otherwise the result is stage 1's posterior
+   itself (exactly ``fit(annotations, model)``: same labels and probabilities), recorded with
+   ``a = 0``.
 
-   Where it is kept, the loop runs one iteration from stage 1's labels: its M-step gives stage 1's
-   (converged) worker parameters, its E-step the label posterior under the prior.  The worker parameters are
+4. **The weight, cross-validated** (:func:`held_out_weight`): where the classifier is kept, ``a``
+   is the one that predicts the guard's held-out answers best (one ``a`` for both halves, offsets
+   per half), and ``b`` then maximises the full data's evidence at that ``a`` (:func:`fit_bias`);
+   the in-sample ``a`` of step 2 is recorded beside it (``guard["evidence_scale"]``).  The loop
+   runs one iteration from stage 1's labels: its M-step gives stage 1's (converged) worker
+   parameters, its E-step the label posterior under the prior.  The worker parameters are
    **not** re-estimated under the classifier's prior, so the classifier cannot feed back into the
    crowd evidence it is judged by.
 
@@ -286,6 +295,44 @@ def fit_weight(log_probs, log_lik, mask, weight, max_iter: int = 500) -> dict:
             "bias": jnp.where(keep, best["bias"], weight["bias"])}
 
 
+@partial(jax.jit, static_argnames="max_iter")
+def fit_bias(log_probs, log_lik, mask, scale, bias, max_iter: int = 500) -> dict:
+    """The class offsets ``b`` maximising :func:`log_evidence` at a fixed weight ``a = scale``,
+    by L-BFGS from ``bias``."""
+    total = jnp.maximum(mask.sum(), 1.0)
+    log_lik = jnp.where(mask[:, None] > 0, log_lik, 0.0)
+
+    def loss(b):
+        return -log_evidence(log_probs, log_lik, mask, {"scale": scale, "bias": b}) / total
+
+    return {"scale": jnp.asarray(scale, log_probs.dtype),
+            "bias": minimise_lbfgs(loss, bias, max_iter, tol=1e-6)}
+
+
+@partial(jax.jit, static_argnames="max_iter")
+def held_out_weight(log_probs, log_lik, log_theta, item, held, weight, max_iter: int = 500):
+    """The weight ``a >= 0`` that predicts held-out answers best: over the guard's halves
+    (``log_lik`` (H, N, K): each half's crowd log likelihoods of the answers it kept,
+    ``log_theta`` (H, R, K): ``log confusion[w, k, z]`` of every answer under that half's
+    workers, ``held`` (H, R): the weights of the answers it held out), the summed held-out log
+    likelihood ``sum_r held_r log sum_k q_ik(a, b_h) theta[w, k, z]`` of the posterior ``q``
+    under the prior ``log_softmax(a * l + b_h)``, maximised over one ``a`` shared by the halves
+    and offsets ``b_h`` per half, by L-BFGS from ``weight`` (``{"scale": (), "bias": (H, K)}``).
+    Cross-validation of ``a``: no answer scores a posterior it entered.  Returns ``a``."""
+    total = jnp.maximum(held.sum(), 1.0)
+
+    def loss(w):
+        def half(bias, lik, theta, held_h):
+            log_q = jax.nn.log_softmax(
+                weighted(log_probs, {"scale": w["scale"], "bias": bias}) + lik, axis=-1)
+            return jnp.sum(held_h * jax.nn.logsumexp(log_q[item] + theta, axis=-1))
+
+        return -jnp.sum(jax.vmap(half)(w["bias"], log_lik, log_theta, held)) / total
+
+    best = minimise_lbfgs(loss, weight, max_iter, tol=1e-6)
+    return jnp.maximum(best["scale"], 0.0)
+
+
 def annotation_halves(item: np.ndarray, n_items: int, seed: int = 0) -> np.ndarray:
     """0 or 1 for every annotation (``item``: each one's item): a random permutation dealt
     alternately within each item from a random start, so an item with two or more answers has
@@ -314,6 +361,15 @@ def held_out_gain(log_probs, weight, base, log_lik, confusion, worker, label, it
 
     per_row = held * (score(weighted(log_probs, weight)) - score(base))
     return jax.ops.segment_sum(per_row, item, num_segments=log_probs.shape[0])
+
+
+@jax.jit
+def flipped(log_probs, weight, base, log_lik) -> jax.Array:
+    """(N,) 1 where the weighted classifier prior changes an item's label (the argmax of its
+    posterior) against the class proportions ``base``, from the crowd log likelihoods
+    ``log_lik``; else 0."""
+    with_prior = jnp.argmax(weighted(log_probs, weight) + log_lik, axis=-1)
+    return (with_prior != jnp.argmax(base + log_lik, axis=-1)).astype(log_probs.dtype)
 
 
 def guard_test(gain: np.ndarray, counted: np.ndarray) -> dict:
