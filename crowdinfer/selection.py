@@ -58,11 +58,11 @@ from . import identifiability
 from .annotations import Annotations, capacity_bucket
 from .posterior import Posterior
 
-__all__ = ["CANDIDATES", "CRITERION", "CRITERIA", "CAVITY", "DEFAULT_FOLDS", "select",
+__all__ = ["CANDIDATES", "CRITERION", "CRITERIA", "CAVITY", "DEFAULT_FOLDS", "select", "choose",
            "held_out_scores", "holdout_scores", "holdout_temperature",
            "cavity_score", "cavity_scores", "cavity_temperature", "temper"]
 
-# In order of preference on exact ties.  Chosen by leave-one-dataset-out over ../shared/data
+# Chosen by leave-one-dataset-out over ../shared/data
 # (experiments/results/accuracy.md) among every subset (with dawid_skene) of dawid_skene, bcc,
 # one_coin, majority_vote, MACE, BWA, Wawa, ZBS, weighted vote and hierarchical DS, scored by the
 # holdout, the cavity (where every candidate has one) or 2-fold: within 5 Dawid-Skene fits (an
@@ -82,6 +82,35 @@ TEMPERATURE_ROWS = 20_000  # held-out rows per fold that the temperature search 
 # the one made at 1e-5 (1e-3 changes cf's); the chosen model is always refitted at the user's tol.
 HOLDOUT_TOL = 1e-4
 FLOOR = 1e-6  # probability floor of a held-out answer (a zero would make one model's score -inf)
+
+
+# Free parameters per worker.  The choice follows the one-standard-error rule (Hastie, Tibshirani
+# & Friedman, sec. 7.10): among the candidates whose held-out score is within one standard error
+# of the best one's (the paired standard error of the per-answer difference, where the criterion
+# has one: the holdout), the one with the fewest parameters per worker.  Where the held-out answers
+# cannot tell the candidates apart -- 2 answers per item: each half has one answer per item, no
+# worker overlaps there, and every candidate's workers are pinned to the same pooled skill -- that
+# is the simpler model, not whichever came first.
+WORKER_PARAMETERS = {"majority_vote": lambda k: 0, "wawa": lambda k: 1,
+                     "zero_based_skill": lambda k: 1, "weighted_vote": lambda k: 1,
+                     "one_coin": lambda k: 1, "mace": lambda k: k, "bwa": lambda k: 1,
+                     "glad": lambda k: 1, "dawid_skene": lambda k: k * (k - 1),
+                     "hierarchical_ds": lambda k: k * (k - 1), "bcc": lambda k: k * (k - 1)}
+TIE = 1e-6  # held-out log-likelihood per answer: closer than this is a tie (criteria without se)
+
+
+def choose(scores: dict, names, n_classes: int = 3) -> str:
+    """The candidate chosen from ``scores`` (name -> ``{"score": ..., "se": {other: paired
+    standard error of the score difference}}``, ``se`` optional): the fewest parameters per
+    worker (:data:`WORKER_PARAMETERS`; unknown models count K^2) among those within one standard
+    error (at least :data:`TIE`) of the best score, then the earlier in ``names``."""
+    names = list(names)
+    best = max(names, key=lambda c: (scores[c]["score"], -names.index(c)))
+    se = scores[best].get("se") or {}
+    near = [c for c in names
+            if scores[c]["score"] >= scores[best]["score"] - max(TIE, se.get(c, 0.0))]
+    return min(near, key=lambda c: (WORKER_PARAMETERS.get(c, lambda k: k * k)(n_classes),
+                                    names.index(c)))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -445,7 +474,7 @@ def holdout_scores(annotations: Annotations, candidates=CANDIDATES, seed: int = 
     tol = options.get("tol", HOLDOUT_TOL)
     if identifiability.unidentified_workers(train).any():  # the half's own pooled skill, same tol
         train.derived(identifiability.POOLED, lambda: identifiability.pooled_skill(train, tol))
-    scores, posts = {}, {}
+    scores, posts, per_answer = {}, {}, {}
     for name in candidates:
         start = time.perf_counter()
         half = dict(options)
@@ -455,9 +484,15 @@ def holdout_scores(annotations: Annotations, candidates=CANDIDATES, seed: int = 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # label-switching / identifiability warnings
             posts[name] = fit(train, name, **half)
-        scores[name] = {"score": float(_log_predictive(posts[name], annotations, rows).mean()),
+        per_answer[name] = np.asarray(_log_predictive(posts[name], annotations, rows), np.float64)
+        scores[name] = {"score": float(per_answer[name].mean()),
                         "temperature": None, "tempered_score": None,
                         "seconds": time.perf_counter() - start}
+    for name in candidates:  # paired standard errors of the score differences (choose())
+        scores[name]["se"] = {
+            other: float(np.std(per_answer[name] - per_answer[other], ddof=1)
+                         / np.sqrt(max(len(rows), 1))) if len(rows) > 1 else 0.0
+            for other in candidates if other != name}
     return scores, posts, rows
 
 
@@ -541,7 +576,7 @@ def select(annotations: Annotations, candidates=None, folds: int = DEFAULT_FOLDS
     else:
         scores = held_out_scores(annotations, names, folds, seed, grid, **options)
     if scores:
-        chosen = max(names, key=lambda c: (scores[c]["score"], -names.index(c)))
+        chosen = choose(scores, names, annotations.n_classes)
         if criterion in ("cavity", "holdout") and grid is not None:
             t, gain = (cavity_temperature(posts[chosen], grid, seed) if criterion == "cavity" else
                        holdout_temperature(fold_posts[chosen], annotations, held_rows, grid, seed))

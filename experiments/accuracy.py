@@ -170,7 +170,7 @@ def scores_of(entry: dict, criterion: str) -> dict:
 def default_choice(entry: dict, candidates, criterion: str) -> str:
     sc = scores_of(entry, criterion)
     names = [c for c in candidates if c in sc]
-    return max(names, key=lambda c: (sc[c]["score"], -names.index(c)))
+    return selection.choose(sc, names)
 
 
 def default_accuracy(entry, candidates, criterion) -> float:

@@ -90,6 +90,7 @@ MAP = WorkerPart(
     from_statistics=_from_counts,
     expected_likelihood=lambda counts, state: jnp.sum(
         counts * confusion(state.accuracy, counts.shape[-1])),
+    soft_needs_objective=True,  # its confusion is symmetric (see WorkerPart)
 )
 
 

@@ -161,3 +161,18 @@ def test_worker_dependent_prior_adds_gold_answers():
     assert post.confusion.shape == (2, 2, 2)
     with pytest.raises(ValueError, match="needs gold labels"):
         ci.fit(ci.Annotations.from_arrays([0, 1], [0, 1], [0, 1]), prior="worker")
+
+
+def test_one_coin_soft_rule_waits_for_the_class_proportions():
+    """One answer per item, 10:1 classes: nobody overlaps, every worker is pinned to the prior
+    skill, and only the class proportions move.  One-coin's mean annotation likelihood (a function
+    of the mean agreement alone: its confusion is symmetric) stood still after 3 iterations and the
+    soft rule stopped it at majority vote's labels; it must run on to Dawid-Skene's answer."""
+    task = ci.datasets.synthetic(n_items=3000, n_workers=78, n_classes=2, imbalance=10.0,
+                                 annotations_per_item=1, seed=202)
+    ann = task.annotations.without_gold()
+    coin, ds = ci.fit(ann, "one_coin"), ci.fit(ann, "dawid_skene")
+    assert coin.n_iter > 10
+    np.testing.assert_allclose(coin.class_prior, ds.class_prior, atol=0.01)
+    assert coin.accuracy(task.true_labels) == pytest.approx(ds.accuracy(task.true_labels), abs=0.002)
+    assert coin.accuracy(task.true_labels) > 0.85  # majority vote: 0.69

@@ -185,3 +185,29 @@ def test_folds_keep_every_busy_item_in_every_training_set(task):
     busy = ann.annotations_per_item() >= 3
     assert (per_item[busy] > 0).all()
     assert np.bincount(fold).min() > 0.3 * ann.n_annotations
+
+
+def test_within_one_standard_error_the_model_with_fewer_parameters_wins():
+    """2 answers per item: each half has one answer per item, no worker overlaps there, every
+    candidate's workers are pinned to the same pooled skill and the held-out scores agree to
+    1e-5.  The one-standard-error rule then takes one-coin (1 parameter per worker), not
+    Dawid-Skene (K(K-1)); on this crowd of near-spammers one-coin is the more accurate on all the
+    answers (Dawid-Skene falls below majority vote)."""
+    import dataclasses
+
+    t = ci.datasets.synthetic(n_items=3000, n_workers=78, n_classes=4, accuracy=(0.25, 0.7),
+                              annotations_per_item=2, seed=202)
+    ann = dataclasses.replace(t.annotations, gold=None)
+    post = fit(ann)
+    scores = post.selection["scores"]
+    gap = abs(scores["one_coin"]["score"] - scores["dawid_skene"]["score"])
+    assert gap < 1e-4 and gap < scores["dawid_skene"]["se"]["one_coin"]
+    assert post.selection["chosen"] == "one_coin"
+    assert post.accuracy(t.true_labels) > fit(ann, "dawid_skene").accuracy(t.true_labels) + 0.02
+    names = ["dawid_skene", "one_coin"]
+    clear = {"dawid_skene": {"score": -1.0, "se": {"one_coin": 0.01}}, "one_coin": {"score": -1.1}}
+    close = {"dawid_skene": {"score": -1.0, "se": {"one_coin": 0.2}}, "one_coin": {"score": -1.1}}
+    assert selection.choose(clear, names, 4) == "dawid_skene"
+    assert selection.choose(close, names, 4) == "one_coin"
+    assert selection.choose({"dawid_skene": {"score": -1.0}, "one_coin": {"score": -1.0}}, names,
+                            4) == "one_coin"

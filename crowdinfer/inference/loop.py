@@ -27,7 +27,9 @@ of the label-marginalised NumPyro model (tests check both facts and that it neve
 they are ``-KL(q || prior)`` and the objective is the evidence lower bound.
 
 Stopping rules (``stop=``):
-    ``"soft"``      the mean annotation likelihood changes by less than ``tol`` (seed 000 eq. 6);
+    ``"soft"``      the mean annotation likelihood changes by less than ``tol`` (seed 000 eq. 6)
+                    (and, for parts with ``soft_needs_objective`` (one-coin), the objective as
+                    for ``"objective"``: their likelihood can stand still while the fit moves);
                     for parts with sufficient statistics (Dawid-Skene, BCC) it is taken at the
                     M-step's labels and parameters, ``sum_{j,k,l} C[j,k,l] theta[j,k,l] / |Z|``
                     (``C`` the expected counts), which costs no pass over the annotations;
@@ -87,6 +89,11 @@ class WorkerPart:
     from_statistics: Callable | None = None  # (stats, hyper, state) -> state, as ``update``
     # (stats, state) -> sum_n sum_k q[i_n, k] p(z_n | y = k): the soft rule's numerator
     expected_likelihood: Callable | None = None
+    # the soft rule also waits for the objective to settle: for a symmetric confusion (one-coin's)
+    # the mean annotation likelihood is a function of the mean agreement of q with the answers
+    # alone, so it stands still while the class proportions still move (1 answer per item, skewed
+    # classes: one-coin stopped after 3 iterations at majority vote's labels)
+    soft_needs_objective: bool = False
 
     def with_hyper(self, hyper) -> "WorkerPart":
         return dataclasses.replace(self, hyper=hyper)
@@ -220,7 +227,10 @@ def step(spec: Spec, data: CrowdData, state: State, *, tol: float = 1e-5, stop: 
     workers_state, classes_state, log_q, objective, likelihood = _iterate(
         spec, data, state.workers, state.classes, jnp.exp(state.log_q), stop == "soft", mesh)
     if stop == "soft":
-        done = jnp.abs(likelihood - state.likelihood) < tol
+        done = jnp.abs(likelihood - state.likelihood) < tol  # seed 000 eq. 6
+        if spec.workers.soft_needs_objective:
+            done = done & (jnp.abs(objective - state.objective)
+                           < tol * jnp.maximum(data.weight.sum(), 1.0))
     elif stop == "hard":
         done = jnp.all(jnp.argmax(log_q, -1) == jnp.argmax(state.log_q, -1))
     else:
