@@ -32,3 +32,15 @@ def dataset():
             pytrace=False,
         )
     return _load
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _fresh_jax_caches():
+    """Drop JAX's compiled executables after each test module.  One process compiles several
+    hundred programs over the suite; once, late in a run, XLA's CPU compiler segfaulted
+    (test_weights' EBCC fit, which passes alone): keeping only one module's programs alive bounds
+    what accumulates."""
+    yield
+    import jax
+
+    jax.clear_caches()
