@@ -63,14 +63,16 @@ def pools(quick: bool):
     return out
 
 
-def first_stop(history, n_items):
-    """Indices of the steps where the old (5 steps) and the new (answers per item) rules fire."""
+def first_stop(history, n_items, gold: bool = False):
+    """Indices of the steps where the old (5 steps) and the new (answers per item) rules fire.
+    As in the loop (``online.loop``): with gold items the calibrated finished set starts empty, and
+    the clock starts when it first holds an item."""
     fin = np.array([h["finished"] for h in history])
     ann = np.array([h["annotations"] for h in history])
     old = new = None
     best, best_step, best_ann = -1, 0, 0
     for t in range(len(history)):
-        if fin[t] > best:
+        if fin[t] > best or (gold and max(fin[t], best) == 0):
             best, best_step, best_ann = fin[t], t, ann[t]
         if old is None and t - best_step >= BETA_STEPS:
             old = t
@@ -154,7 +156,7 @@ def main(argv=None):
                 ok = nongold >= 0
                 prec_nongold = (float(np.mean(decision[done & ok] == y[done & ok]))
                                 if (done & ok).any() else None)
-                old, new = first_stop(hist, len(y))
+                old, new = first_stop(hist, len(y), gold is not None)
                 for rule, t in (("old: 5 steps", old), (f"new: {EARLY_STOP} answers/item", new),
                                 (f"no early stop (cap {args.cap}/item)", len(hist) - 1)):
                     if t is None:
