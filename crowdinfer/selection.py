@@ -103,7 +103,7 @@ WORKER_PARAMETERS = {"majority_vote": lambda k: 0, "wawa": lambda k: 1,
 # held-out log-likelihood per answer: closer than this is a tie.  The half fits stop when the mean
 # annotation likelihood moves by less than HOLDOUT_TOL per iteration: a smaller difference in
 # held-out score is within the fits' own convergence.
-TIE = 1e-4
+TIE = HOLDOUT_TOL
 
 
 def choose(scores: dict, names, n_classes: int = 3) -> str:
@@ -484,10 +484,10 @@ def holdout_scores(annotations: Annotations, candidates=CANDIDATES, seed: int = 
     scores, posts, per_answer = {}, {}, {}
     for name in candidates:
         start = time.perf_counter()
-        half = dict(options)
-        if "tol" not in half and "tol" in options_for(
-                name, MODELS[name].default_method, MODELS[name].methods[MODELS[name].default_method]):
-            half["tol"] = HOLDOUT_TOL
+        entry = MODELS[name]
+        takes_tol = "tol" in options_for(name, entry.default_method,
+                                         entry.methods[entry.default_method])
+        half = {"tol": tol, **options} if takes_tol else options
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # label-switching / identifiability warnings
             posts[name] = fit(train, name, **half)
