@@ -83,12 +83,14 @@ def capacity_bucket(n: int, minimum: int = 1024) -> int:
 
 
 def slot_layout(item, worker, label, weight, n_items: int, n_workers: int, n_classes: int, *,
-                max_fill: float = 1.5, max_slots: int = 64) -> np.ndarray | None:
+                max_fill: float = 1.5, max_slots: int = 64,
+                counts: np.ndarray | None = None) -> np.ndarray | None:
     """The per-item layout of :attr:`CrowdData.slots` (host int32, shape (S, N)), or ``None``
     when it does not pay: a weight other than 0 or 1 (rows of weight 0 are left out), more than
     ``max_slots`` annotations on one item, or ``S * N > max_fill * annotations`` (a few items with
     many more annotations than the rest).  ``S`` is the largest number of annotations of an item,
-    rounded up to a multiple of 8 above 16 (the kernels sum 8 slots per pass there)."""
+    rounded up to a multiple of 8 above 16 (the kernels sum 8 slots per pass there).
+    ``counts``: the rows per item, if the caller has them (ignored when rows are left out)."""
     item, worker, label = (np.asarray(a) for a in (item, worker, label))
     if weight is not None:
         weight = np.asarray(weight)
@@ -97,10 +99,12 @@ def slot_layout(item, worker, label, weight, n_items: int, n_workers: int, n_cla
         if not weight.all():
             keep = weight == 1
             item, worker, label = item[keep], worker[keep], label[keep]
+            counts = None
     n = len(item)
     if n == 0 or n_items == 0:
         return None
-    counts = np.bincount(item, minlength=n_items)
+    if counts is None:
+        counts = np.bincount(item, minlength=n_items)
     s = int(counts.max())
     if s > 16:
         s = -(-s // 8) * 8
@@ -109,7 +113,8 @@ def slot_layout(item, worker, label, weight, n_items: int, n_workers: int, n_cla
     if not np.all(item[1:] >= item[:-1]):
         order = np.argsort(item, kind="stable")
         item, worker, label = item[order], worker[order], label[order]
-    codes = (worker * n_classes + label).astype(np.int32)
+    codes = np.multiply(worker, n_classes, dtype=np.int32)
+    codes += label
     if counts.min() == s:  # every item has s annotations: a transpose
         return np.ascontiguousarray(codes.reshape(n_items, s).T)
     starts = (np.cumsum(counts) - counts).astype(np.int64)
@@ -1224,7 +1229,14 @@ class Annotations:
 
     def annotations_per_worker(self) -> np.ndarray:
         """Annotations per worker (with a weight column: the total weight, a float)."""
-        return np.bincount(self.worker, weights=self.weight, minlength=self.n_workers)
+        return self.derived("annotations_per_worker", lambda: np.bincount(
+            self.worker, weights=self.weight, minlength=self.n_workers)).copy()
+
+    def rows_per_item(self) -> np.ndarray:
+        """Rows per item, weights ignored (int).  Kept: the per-item layout of
+        :meth:`to_device` and the identifiability check both start from it."""
+        return self.derived("rows_per_item", lambda: np.bincount(
+            self.item, minlength=self.n_items)).copy()
 
     def annotations_per_item(self) -> np.ndarray:
         """Annotations per item (with a weight column: the total weight, a float)."""
@@ -1259,7 +1271,7 @@ class Annotations:
         weight = np.concatenate([self.weights, np.zeros(pad, np.float32)])
         slots = None if sharding is not None else slot_layout(
             self.item, self.worker, self.label, self.weight, self.n_items, self.n_workers,
-            self.n_classes)
+            self.n_classes, counts=self.rows_per_item())
         return CrowdData(
             item=padded(self.item, self.n_items - 1),
             worker=padded(self.worker, 0),

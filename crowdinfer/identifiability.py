@@ -49,13 +49,18 @@ def worker_overlap(annotations) -> np.ndarray:
 
 def _shared_items(annotations) -> np.ndarray:
     """(N,) bool: items answered by two or more distinct workers.  On item-sorted annotations (they
-    are) one segment min and max of the worker per item, in O(n) without forming pairs."""
+    are) one segment min and max of the worker per item, in O(n) without forming pairs -- or, when
+    every item has the same number of rows, one comparison with each item's first worker."""
     item, worker = np.asarray(annotations.item), np.asarray(annotations.worker)
     out = np.zeros(annotations.n_items, bool)
     if len(item) == 0:
         return out
     if np.all(item[1:] >= item[:-1]):
-        starts = np.flatnonzero(np.r_[True, item[1:] != item[:-1]])
+        counts = annotations.rows_per_item()
+        if counts.min() == counts.max():  # an (items, rows) table
+            by_item = worker.reshape(annotations.n_items, -1)
+            return (by_item != by_item[:, :1]).any(1)
+        starts = (np.cumsum(counts) - counts)[counts > 0]
         out[item[starts]] = (np.minimum.reduceat(worker, starts)
                              != np.maximum.reduceat(worker, starts))
         return out
@@ -67,7 +72,7 @@ def unidentified_workers(annotations) -> np.ndarray:
     """(M,) bool: workers with answers, none of them on an item another worker answered."""
     def compute():
         m = annotations.n_workers
-        answered = np.bincount(annotations.item, minlength=annotations.n_items) > 0
+        answered = annotations.rows_per_item() > 0
         alone = answered & ~_shared_items(annotations)  # items with one distinct worker
         if not alone.any():  # every answer has company: every worker with answers overlaps
             return np.zeros(m, bool)

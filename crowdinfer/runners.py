@@ -60,11 +60,11 @@ def _group(group: type, options: dict):
 
 def run_loop(model_name: str, method: str, spec: Spec, annotations: Annotations,
              loop: LoopOptions = LoopOptions(), *, options: dict,
-             classifier: dict | None = None, start=None) -> Posterior:
+             classifier: dict | None = None, start=None, data=None) -> Posterior:
     """Run the coordinate-ascent loop (EM or VB) on ``spec`` from ``start`` (default: the soft
     majority vote), with the ``loop`` options, and wrap the result; ``classifier`` describes a
-    learned prior for prediction."""
-    data = annotations.to_device()
+    learned prior for prediction; ``data``: the annotations on the device, if already there."""
+    data = annotations.to_device() if data is None else data
     callback = _progress_callback(loop.max_iter, method.upper()) if loop.progress else None
     gold = getattr(spec.classes.hyper, "gold_offset", None)
     state = run(
@@ -88,13 +88,14 @@ def _posterior(model_name: str, method: str, spec: Spec, annotations: Annotation
     """The :class:`~crowdinfer.Posterior` of a loop ``state`` of ``spec`` (as :func:`run_loop`
     returns it); ``classifier``: the learned prior's description, its ``params`` included."""
     proportions = spec.classes.proportions(state.classes)
-    state = jax.device_get(state)
+    probs = jnp.exp(state.log_q)  # on the device: a fused pass, not numpy's float64 exp
+    state, probs = jax.device_get((state, probs))
     n_iter = int(state.iteration)
     return Posterior(
         annotations=annotations,
         model=model_name,
         method=method,
-        label_probs=np.exp(np.asarray(state.log_q, dtype=np.float64)),
+        label_probs=np.asarray(probs, dtype=np.float64),
         confusion=np.asarray(spec.workers.confusion(state.workers, annotations.n_classes)),
         class_prior=None if proportions is None else np.asarray(proportions),
         history=np.asarray(state.history[:n_iter]),
@@ -121,17 +122,18 @@ def _progress_callback(max_iter: int, name: str):
 
 
 def _confusion_spec(annotations, method: str, workers: WorkerPart, offset: float,
-                    one_coin_prior: bool, options: PriorOptions = PriorOptions()):
+                    one_coin_prior: bool, options: PriorOptions = PriorOptions(), data=None):
     """The parts of a confusion model (``workers``, a part template, given its Dirichlet/Beta
     concentrations) from the prior ``options``, and the options to record.
 
     Priors are given as pseudo-counts ``beta``; the concentration is ``offset + beta``.  Dawid-Skene
     and one-coin use ``offset = 1`` so that the EM mode adds ``beta`` to the counts; BCC uses
     ``offset = 0``, as Kim & Ghahramani do -- with ``1 + beta``, K uniform pseudo-answers per row
-    would swamp sparse workers in VB.
+    would swamp sparse workers in VB.  ``data``: the annotations on the device, if the caller
+    has them (the pooled prior is worked out there).
     """
     prior, strength, class_prior = options.prior, options.strength, options.class_prior
-    counts = priors.resolve(annotations, prior, strength, options.accuracy)
+    counts = priors.resolve(annotations, prior, strength, options.accuracy, data)
     counts = identifiability.tie_unidentified(annotations, counts)  # workers nobody overlaps
     if not np.isfinite(class_prior) or class_prior < 0:
         raise ValueError("class_prior pseudo-count must be >= 0")
@@ -257,14 +259,15 @@ def loop_runner(model_name: str, method: str, workers: WorkerPart, offset: float
         options = dict(options)
         prior, learned = _group(PriorOptions, options), _group(LearnedPriorOptions, options)
         loop = LoopOptions(**options)  # anything else is a loop option (or an unknown name)
+        data = annotations.to_device()  # once: the pooled prior and the loop both use it
         spec, recorded = _confusion_spec(annotations, method, workers, offset, one_coin_prior,
-                                         prior)
+                                         prior, data)
         if learned.label_prior != "classifier":
-            return run_loop(model_name, method, spec, annotations, loop, options=recorded)
+            return run_loop(model_name, method, spec, annotations, loop, options=recorded,
+                            data=data)
         # two stages and a guard (models/learned_prior.py): the model without the classifier to
         # convergence (exactly fit(annotations, model_name)), the classifier prior learned from
         # it and checked on held-out answers
-        data = annotations.to_device()
         first = label_prior.clamp_probs(majority_vote.soft(data),
                                         getattr(spec.classes.hyper, "gold_offset", None))
         crowd = run(spec, data, first, max_iter=loop.max_iter, tol=loop.tol, stop=loop.stop)
@@ -280,7 +283,7 @@ def loop_runner(model_name: str, method: str, workers: WorkerPart, offset: float
         # learned prior's E-step
         post = run_loop(model_name, method, spec._replace(classes=classes), annotations,
                         dataclasses.replace(loop, max_iter=1), options=recorded,
-                        classifier=classifier, start=jnp.exp(crowd.log_q))
+                        classifier=classifier, start=jnp.exp(crowd.log_q), data=data)
         post.n_iter, post.converged = int(crowd.iteration) + 1, bool(crowd.converged)
         return post
 

@@ -14,8 +14,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
+
+from crowdinfer.ops import vote_counts
+
+from . import majority_vote
 
 __all__ = [
     "symmetric",
@@ -80,27 +85,29 @@ def worker_dependent(annotations, base: np.ndarray) -> np.ndarray:
     return np.asarray(base, dtype=np.float64)[None] + annotations.gold_confusion_counts()
 
 
-def _pooled_confusion(annotations) -> np.ndarray:
-    """(K, K) every worker's answers pooled against the soft majority vote, rows normalised."""
-    k = annotations.n_classes
-    # one segment sum over the annotations (bincount; np.add.at was a quarter of a default fit),
-    # the rest on the items x classes vote table
-    votes = np.bincount(np.asarray(annotations.item, np.int64) * k + annotations.label,
-                        weights=annotations.weight,  # None: every annotation counts 1
-                        minlength=annotations.n_items * k).reshape(annotations.n_items, k)
-    total = votes.sum(1, keepdims=True)
-    soft = votes / np.where(total > 0, total, 1.0)
-    # [k, l] = sum_{n: z_n = l} q[i_n, k] = sum_i q[i, k] V[i, l]
-    conf = soft.T @ votes
-    return (conf + 1e-3) / (conf + 1e-3).sum(1, keepdims=True)
+@jax.jit
+def _pooled_on_device(data) -> jax.Array:
+    votes = vote_counts(data)  # one segment sum over the annotations, the rest on the vote table
+    # [k, l] = sum_{n: z_n = l} q[i_n, k] = sum_i q[i, k] V[i, l], q the soft majority vote
+    conf = majority_vote.from_votes(votes, data.n_classes).T @ votes + 1e-3
+    return conf / conf.sum(1, keepdims=True)
 
 
-def pooled(annotations, strength: float = 10.0, structure: str = "diagonal") -> np.ndarray:
+def _pooled_confusion(annotations, data=None) -> np.ndarray:
+    """(K, K) every worker's answers pooled against the soft majority vote, rows normalised;
+    on the device, from ``data`` (``annotations.to_device()``, built here when not given)."""
+    data = annotations.to_device() if data is None else data
+    return np.asarray(_pooled_on_device(data), np.float64)
+
+
+def pooled(annotations, strength: float = 10.0, structure: str = "diagonal",
+           data=None) -> np.ndarray:
     """An empirical-Bayes homogeneous prior: the confusion of all workers pooled against the soft
     majority vote, either summarised by its mean diagonal (``structure="diagonal"``, seed 000's
-    "pooled across all workers and classes") or kept whole (``"full"``)."""
+    "pooled across all workers and classes") or kept whole (``"full"``).  ``data``: the
+    annotations on the device, if the caller has them."""
     k = annotations.n_classes
-    conf = annotations.derived("pooled_confusion", lambda: _pooled_confusion(annotations))
+    conf = annotations.derived("pooled_confusion", lambda: _pooled_confusion(annotations, data))
     if structure == "full":
         return _check_strength(strength) * conf
     if structure == "diagonal":
@@ -131,8 +138,10 @@ def resolve(
     prior: Any = DEFAULT_PRIOR,
     strength: float | None = None,
     accuracy: float = DEFAULT_ACCURACY,
+    data=None,
 ) -> np.ndarray:
-    """Pseudo-counts (K, K) or (M, K, K) for a prior given by name or as an array.
+    """Pseudo-counts (K, K) or (M, K, K) for a prior given by name or as an array (``data``: the
+    annotations on the device, if the caller has them: the pooled prior is worked out there).
 
     Names (default strength in brackets, in pseudo-answers per confusion row):
     ``"pooled"`` [2] the crowd's pooled confusion against the soft majority vote (the default);
@@ -152,9 +161,9 @@ def resolve(
             )
         s = DEFAULT_STRENGTH[prior] if strength is None else strength
         if prior == "pooled":
-            return pooled(annotations, s, "full")
+            return pooled(annotations, s, "full", data)
         if prior == "pooled_diagonal":
-            return pooled(annotations, s, "diagonal")
+            return pooled(annotations, s, "diagonal", data)
         if prior == "homogeneous":
             return homogeneous(k, s, accuracy)
         if prior == "worker":
