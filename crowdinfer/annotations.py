@@ -1262,8 +1262,8 @@ class Annotations:
             cap = -(-cap // parts) * parts
         pad = cap - n
 
-        def put(a):
-            return jnp.asarray(a) if sharding is None else jax.device_put(a, sharding)
+        def put(a):  # every array here is a fresh host copy: device_put need not copy it again
+            return jax.device_put(a, sharding)  # None: the default device
 
         def padded(a, fill):
             return put(np.concatenate([a, np.full(pad, fill, dtype=np.int32)]))

@@ -211,3 +211,22 @@ def test_within_one_standard_error_the_model_with_fewer_parameters_wins():
     assert selection.choose(close, names, 4) == "one_coin"
     assert selection.choose({"dawid_skene": {"score": -1.0}, "one_coin": {"score": -1.0}}, names,
                             4) == "one_coin"
+
+
+def test_half_fits_keep_the_annotations_weights(task):
+    """The held-out halves are subsets of the weighted annotations, weights included: a half
+    fit of weighted data is the fit of that half's rows with their own weights."""
+    import dataclasses
+
+    ann = task.annotations
+    weight = np.where(np.arange(ann.n_annotations) % 3 == 0, 0.25, 1.0).astype(np.float32)
+    weighted = dataclasses.replace(ann, weight=weight)
+    keep = selection._fold_of(weighted, 2, 0) == 0
+    half = selection._subset(weighted, keep, 1024)
+    np.testing.assert_array_equal(half.weight, weight[keep])
+    np.testing.assert_array_equal(half.item, ann.item[keep])
+    unweighted = selection._subset(ann, keep, 1024)
+    assert unweighted.weight is None
+    # the weights change the half fit (a quarter-weight answer counts a quarter)
+    assert not np.allclose(fit(half, "dawid_skene").label_probs,
+                           fit(unweighted, "dawid_skene").label_probs)
