@@ -280,16 +280,10 @@ def iteration_worker(n: int, k: int, full_fit: bool = False) -> dict:
         return jax.block_until_ready(
             run(spec, data, start, max_iter=max_iter, tol=-math.inf, stop="objective"))
 
-    if n <= 10**7 or data.slots is not None:
-        for m in (1, 6):
-            loop(m)  # compile
-        out["iteration_s"], out["cpu_iteration_s"] = _per_iteration(
-            loop, 10 if n <= 10**6 else 4 if n <= 10**7 else 2)
-    else:  # 10^8 in rows: one timed call of 6 iterations, its compilation (~1 s) included
-        loop(1)
-        t1 = _best(lambda: loop(1), 1)
-        t6 = _best(lambda: loop(6), 1)
-        out["iteration_s"] = max(t6 - t1, 1e-9) / 5
+    for m in (1, 6):
+        loop(m)  # compile
+    out["iteration_s"], out["cpu_iteration_s"] = _per_iteration(
+        loop, 10 if n <= 10**6 else 4 if n <= 10**7 else 2)
     if data.slots is not None and n <= 10**7:  # the same loop without the layout (as before it)
         out["peak_rss_gb"] = _peak_rss_gb()  # of the layout's run, before the rows' chunks
         rows_data, full = data.rows_only(), data
@@ -649,9 +643,8 @@ def report() -> None:
                  "over several devices (and in runs before the layout existed) the sums gather "
                  "(annotations, K) rows and segment-sum them, chunk by chunk above 64 MB. "
                  "Per iteration = (time of 6 iterations - time of 1) / 5, best of 10 up to 10^6 "
-                 "and of 4 at 10^7 (3 in runs before the layout), of 2 at 10^8 in layout `slots`; "
-                 "at 10^8 in layout `rows` one call, the 6-iteration call including its ~1 s "
-                 "compilation. The CPU time is that of all "
+                 "and of 4 at 10^7 (3 in runs before the layout), of 2 at 10^8 (one call in runs "
+                 "before 2026-12-02, the 6-iteration call including its ~1 s compilation). The CPU time is that of all "
                  "the process's threads (XLA runs loop fusions on 2), which other jobs stretch less "
                  "than the wall time; the ratio to the bound is of the wall time. "
                  "Bound = the bytes an iteration must move (12 B per annotation: item, worker, label; "
