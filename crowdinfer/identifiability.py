@@ -99,12 +99,13 @@ def pooled_skill(annotations, tol: float | None = None) -> np.ndarray:
     sub = Annotations.from_arrays(
         np.searchsorted(shared_items, annotations.item[keep]), annotations.worker[keep],
         annotations.label[keep], n_items=len(shared_items), n_workers=annotations.n_workers,
-        n_classes=k)
+        n_classes=k, weight=None if annotations.weight is None else annotations.weight[keep])
     from .runners import loop_runner  # here: runners imports this module
 
     post = loop_runner("dawid_skene", "em", dawid_skene.MAP, 1.0)(
         sub, **({} if tol is None else {"tol": tol}))
-    n = np.bincount(sub.worker, minlength=annotations.n_workers).astype(np.float64)
+    n = np.bincount(sub.worker, weights=sub.weight,
+                    minlength=annotations.n_workers).astype(np.float64)
     return np.tensordot(n / n.sum(), np.asarray(post.confusion, np.float64), axes=1)
 
 

@@ -88,14 +88,15 @@ def _posterior(model_name: str, method: str, spec: Spec, annotations: Annotation
     """The :class:`~crowdinfer.Posterior` of a loop ``state`` of ``spec`` (as :func:`run_loop`
     returns it); ``classifier``: the learned prior's description, its ``params`` included."""
     proportions = spec.classes.proportions(state.classes)
-    probs = jnp.exp(state.log_q)  # on the device: a fused pass, not numpy's float64 exp
-    state, probs = jax.device_get((state, probs))
+    state = jax.device_get(state)
     n_iter = int(state.iteration)
     return Posterior(
         annotations=annotations,
         model=model_name,
         method=method,
-        label_probs=np.asarray(probs, dtype=np.float64),
+        # float64 exp on the host: float32 would flush probabilities below e^-87 to 0 (a high
+        # calibration temperature raises them again)
+        label_probs=np.exp(np.asarray(state.log_q, dtype=np.float64)),
         confusion=np.asarray(spec.workers.confusion(state.workers, annotations.n_classes)),
         class_prior=None if proportions is None else np.asarray(proportions),
         history=np.asarray(state.history[:n_iter]),

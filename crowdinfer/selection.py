@@ -494,6 +494,9 @@ def holdout_scores(annotations: Annotations, candidates=CANDIDATES, seed: int = 
 
     fold = _fold_of(annotations, 2, seed)
     rows = np.flatnonzero(fold == 1)
+    if annotations.weight is not None:  # a weight-0 answer is no evidence, held out or not
+        rows = rows[annotations.weight[rows] > 0]
+    held_weight = None if annotations.weight is None else annotations.weight[rows].astype(float)
     keep = fold == 0
     train = _subset(annotations, keep, capacity_bucket(int(keep.sum())))
     tol = options.get("tol", HOLDOUT_TOL)
@@ -510,15 +513,33 @@ def holdout_scores(annotations: Annotations, candidates=CANDIDATES, seed: int = 
             warnings.simplefilter("ignore")  # label-switching / identifiability warnings
             posts[name] = fit(train, name, **half)
         per_answer[name] = np.asarray(_log_predictive(posts[name], annotations, rows), np.float64)
-        scores[name] = {"score": float(per_answer[name].mean()),
+        scores[name] = {"score": _weighted_mean(per_answer[name], held_weight),
                         "temperature": None, "tempered_score": None,
                         "seconds": time.perf_counter() - start}
     for name in candidates:  # paired standard errors of the score differences (choose())
-        scores[name]["se"] = {
-            other: float(np.std(per_answer[name] - per_answer[other], ddof=1)
-                         / np.sqrt(len(rows))) if len(rows) > 1 else 0.0
-            for other in candidates if other != name}
+        scores[name]["se"] = {other: _weighted_se(per_answer[name] - per_answer[other], held_weight)
+                              for other in candidates if other != name}
     return scores, posts, rows
+
+
+def _weighted_mean(values: np.ndarray, weight: np.ndarray | None) -> float:
+    """The mean of held-out per-answer values, each answer counted by its weight (None: 1);
+    0 when nothing is held out (every candidate ties: the simplest is chosen)."""
+    if len(values) == 0:
+        return 0.0
+    return float(values.mean() if weight is None else np.average(values, weights=weight))
+
+
+def _weighted_se(values: np.ndarray, weight: np.ndarray | None) -> float:
+    """The standard error of :func:`_weighted_mean` (the effective number of answers
+    ``(sum w)^2 / sum w^2`` with weights; the plain ``std / sqrt(n)`` without)."""
+    if weight is None or len(values) < 2:
+        return float(np.std(values, ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
+    n_eff = weight.sum() ** 2 / max(float((weight ** 2).sum()), 1e-300)
+    if n_eff <= 1:
+        return 0.0
+    var = np.average((values - np.average(values, weights=weight)) ** 2, weights=weight)
+    return float(np.sqrt(var * n_eff / (n_eff - 1) / n_eff))
 
 
 _HOLDOUT_TEMPERATURE = None
@@ -604,7 +625,8 @@ def select(annotations: Annotations, candidates=None, folds: int = DEFAULT_FOLDS
         chosen = choose(scores, names, annotations.n_classes)
         if criterion in ("cavity", "holdout") and grid is not None:
             t, gain = (cavity_temperature(posts[chosen], grid, seed) if criterion == "cavity" else
-                       holdout_temperature(fold_posts[chosen], annotations, held_rows, grid, seed))
+                       holdout_temperature(fold_posts[chosen], annotations, held_rows, grid, seed)
+                       if len(held_rows) else (1.0, 0.0))
             scores[chosen].update(temperature=t, tempered_score=scores[chosen]["score"] + gain)
     refit = time.perf_counter()
     if chosen in posts and not use_gold:

@@ -6,8 +6,9 @@ Each call is timed after a first call of the same shape (compilation excluded: w
 from the second fit on), best of 9 with the two fits interleaved; the machine's load is recorded
 beside the numbers.  Datasets: 4 of ../shared/data and two simulated ones (issue 11's shape:
 K = 10, 200 workers) at 10^5 and 5*10^5 annotations.  'fits' is the time the default spent in
-its candidates' fits and its refit, 'scoring' the rest (the cavity or held-out scores, the
-temperature, the report).
+its candidates' fits and its refit, 'rest' everything else: the split, the half's pooled-skill
+fit (when a worker of the half overlaps nobody: web, labelme), the held-out scores, the
+temperature, the report.
 """
 import dataclasses
 import os
@@ -80,9 +81,12 @@ def main():
         f"{REPEATS}, Dawid-Skene and default calls interleaved), candidates "
         f"{', '.join(selection.CANDIDATES)}, criterion "
         f"{selection.CRITERION}; 1-minute load average at the start {load:.1f} on 2 shared "
-        "cores (other jobs were running: absolute times are noisy, the ratio less so).\n\n"
+        "cores (when other jobs run, absolute times are noisy, the ratio less so). 'fits': "
+        "the candidates' half fits and the refit; 'rest': the split, the half's pooled-skill "
+        "fit (when a worker of the half overlaps nobody), the held-out scores, the temperature, "
+        "the report.\n\n"
         "| dataset | annotations | Dawid-Skene s | default s | ratio | default: fits s | "
-        "default: scoring s | criterion | chosen | DS accuracy | default accuracy |\n"
+        "default: rest s | criterion | chosen | DS accuracy | default accuracy |\n"
         "|---|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n")
 
 

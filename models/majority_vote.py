@@ -19,14 +19,10 @@ from crowdinfer.ops import vote_counts
 
 @jax.jit
 def soft(data: CrowdData) -> jax.Array:
-    """Vote fractions, shape (N, K)."""
-    return from_votes(vote_counts(data), data.n_classes)
-
-
-def from_votes(votes: jax.Array, n_classes: int) -> jax.Array:
-    """The soft vote of a vote table ``V`` (N, K): its rows normalised, uniform where empty."""
+    """Vote fractions, shape (N, K) (weighted votes over their total weight, which may be < 1)."""
+    votes = vote_counts(data)
     total = votes.sum(-1, keepdims=True)
-    return jnp.where(total > 0, votes / jnp.maximum(total, 1.0), 1.0 / n_classes)
+    return jnp.where(total > 0, votes / jnp.where(total > 0, total, 1.0), 1.0 / data.n_classes)
 
 
 def hard(data: CrowdData, ties: str = "first", key: jax.Array | None = None) -> jax.Array:

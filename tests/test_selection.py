@@ -230,3 +230,25 @@ def test_half_fits_keep_the_annotations_weights(task):
     # the weights change the half fit (a quarter-weight answer counts a quarter)
     assert not np.allclose(fit(half, "dawid_skene").label_probs,
                            fit(unweighted, "dawid_skene").label_probs)
+
+
+def test_held_out_answers_count_by_their_weight(task):
+    """A held-out answer of weight 0 is no evidence: the score is the mean over the others; unit
+    weights score exactly as no weights."""
+    import dataclasses
+
+    ann = task.annotations
+    plain, _, rows = selection.holdout_scores(ann)
+    ones = dataclasses.replace(ann, weight=np.ones(ann.n_annotations, np.float32))
+    unit, _, _ = selection.holdout_scores(ones)
+    for name in plain:
+        assert unit[name]["score"] == pytest.approx(plain[name]["score"], abs=1e-12)
+        assert unit[name]["se"] == pytest.approx(plain[name]["se"], rel=1e-9)
+    weight = np.ones(ann.n_annotations, np.float32)
+    weight[rows[::2]] = 0.0  # half of the held-out answers, none of the training half
+    scores, posts, kept = selection.holdout_scores(dataclasses.replace(ann, weight=weight))
+    np.testing.assert_array_equal(kept, rows[1::2])
+    for name in scores:
+        expected = selection._log_predictive(posts[name], ann, rows[1::2]).mean()
+        assert scores[name]["score"] == pytest.approx(expected, abs=1e-9)
+        assert scores[name]["score"] != pytest.approx(plain[name]["score"], abs=1e-6)

@@ -7,6 +7,7 @@ invariants, per (model, engine):
   (``duplicates="keep"``);
 * a row of weight 0 is the same as no row at all.
 """
+import dataclasses
 import warnings
 
 import jax.numpy as jnp
@@ -153,3 +154,31 @@ def test_weights_from_arrays():
     assert ann.weights.tolist() == [1.0, 2.0, 0.5]
     with pytest.raises(ValueError, match=r"weight must have shape \(3,\)"):
         ci.Annotations.from_arrays([0, 0, 1], [0, 1, 0], [0, 1, 1], weight=[1.0])
+
+
+def test_fractional_weights_give_normalised_votes_and_the_host_pooled_prior():
+    """Weights below 1: the soft vote of an item still sums to 1 (it divided by max(total, 1)
+    before), and the pooled prior equals its float64 definition on the host."""
+    from crowdinfer.models import majority_vote, priors
+
+    ann = ci.Annotations.from_arrays([0, 0, 1, 1, 1, 2], [0, 1, 0, 1, 2, 0], [0, 1, 0, 0, 1, 1],
+                                     n_classes=2)
+    ann = dataclasses.replace(ann, weight=np.array([.3, .3, 1, 1, 1, .2], np.float32))
+    soft = np.asarray(majority_vote.soft(ann.to_device()))
+    np.testing.assert_allclose(soft.sum(-1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(soft[0], [0.5, 0.5], atol=1e-6)
+    votes = np.zeros((3, 2))
+    np.add.at(votes, (ann.item, ann.label), ann.weight)
+    q = votes / votes.sum(1, keepdims=True)
+    conf = q.T @ votes + 1e-3
+    np.testing.assert_allclose(priors._pooled_confusion(ann), conf / conf.sum(1, keepdims=True),
+                               rtol=1e-6)
+
+
+def test_tiny_label_probabilities_are_not_flushed_to_zero():
+    """25 unanimous answers: the other classes' probabilities are far below e^-87 (float32's
+    smallest normal exponent) but not 0, so a high calibration temperature can raise them."""
+    ann = ci.Annotations.from_arrays(np.repeat(np.arange(4), 25), np.tile(np.arange(25), 4),
+                                     np.repeat([0, 1, 0, 1], 25), n_classes=2)
+    probs = fit(ann, "dawid_skene").label_probs
+    assert 0.0 < probs.min() < np.exp(-100.0)
