@@ -84,20 +84,29 @@ def worker_dependent(annotations, base: np.ndarray) -> np.ndarray:
 
 
 def _pooled_confusion(annotations, data=None) -> np.ndarray:
-    """(K, K) every worker's answers pooled against the soft majority vote, rows normalised.  The
-    vote table (one segment sum over the annotations) on the device, from ``data``
-    (``annotations.to_device()``, built here when not given); the K x K product on the host in
-    float64 (a float32 sum over 10^7 items drifts by 1e-2)."""
+    """(K, K) every worker's answers pooled against the soft majority vote, rows normalised, from
+    ``data`` (``annotations.to_device()``, built here when not given): the vote table and the
+    products on the device, block by block, the blocks added on the host in float64 (one float32
+    sum over 10^7 items drifts by 1e-2)."""
     data = annotations.to_device() if data is None else data
-    votes = np.asarray(_vote_table(data), np.float64)
-    total = votes.sum(1, keepdims=True)
-    soft = votes / np.where(total > 0, total, 1.0)
-    # [k, l] = sum_{n: z_n = l} q[i_n, k] = sum_i q[i, k] V[i, l]
-    conf = soft.T @ votes + 1e-3
+    conf = np.asarray(_pooled_blocks(data), np.float64).sum(0) + 1e-3
     return conf / conf.sum(1, keepdims=True)
 
 
-_vote_table = jax.jit(vote_counts)
+POOLED_BLOCK = 4096  # items per block of the pooled prior's float32 sums
+
+
+@jax.jit
+def _pooled_blocks(data) -> jax.Array:
+    """``[b, k, l] = sum_{i in block b} q[i, k] V[i, l]``, ``V`` the vote table and ``q`` the soft
+    majority vote (``sum_{n: z_n = l} q[i_n, k]`` over the block's items), shape (B, K, K)."""
+    votes = vote_counts(data)
+    total = votes.sum(-1, keepdims=True)
+    soft = votes / jnp.where(total > 0, total, 1.0)
+    pad = ((0, -votes.shape[0] % POOLED_BLOCK), (0, 0))
+    k = data.n_classes
+    return jnp.einsum("bik,bil->bkl", jnp.pad(soft, pad).reshape(-1, POOLED_BLOCK, k),
+                      jnp.pad(votes, pad).reshape(-1, POOLED_BLOCK, k))
 
 
 def pooled(annotations, strength: float = 10.0, structure: str = "diagonal",

@@ -239,7 +239,7 @@ def phases(ann, repeats: int = 5) -> dict:
     res["to_device"] = _best(lambda: jax.block_until_ready(
         dataclasses.replace(ann).to_device()), repeats)
     data = ann.to_device()
-    res["prior (pooled: votes on the device)"] = _best(
+    res["prior (pooled, on the device)"] = _best(
         lambda: priors.resolve(dataclasses.replace(ann), data=data), repeats)
     res["identifiability check"] = _best(
         lambda: identifiability.unidentified_workers(dataclasses.replace(ann)), repeats)
