@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["worker_overlap", "unidentified_workers", "pooled_skill", "tie_unidentified",
+__all__ = ["worker_overlap", "unidentified_workers", "pooled_skill", "prepare", "tie_unidentified",
            "warning", "PIN"]
 
 POOLED = "pooled_skill"  # the Annotations.derived key of pooled_skill (selection presets it for its halves)
@@ -109,6 +109,18 @@ def pooled_skill(annotations, tol: float | None = None) -> np.ndarray:
     return np.tensordot(n / n.sum(), np.asarray(post.confusion, np.float64), axes=1)
 
 
+def _pooled(annotations) -> np.ndarray:
+    return annotations.derived(POOLED, lambda: pooled_skill(annotations))
+
+
+def prepare(annotations) -> None:
+    """Fit the pooled skill now when some worker overlaps nobody (:func:`tie_unidentified` will
+    need it): its own fit then does not run while the caller holds the annotations on the
+    device (twice the device memory at once)."""
+    if unidentified_workers(annotations).any():
+        _pooled(annotations)
+
+
 def tie_unidentified(annotations, counts: np.ndarray) -> np.ndarray:
     """Prior pseudo-counts ((K, K) or (M, K, K)) with every unidentified worker's rows replaced by
     ``PIN`` pseudo-answers of :func:`pooled_skill`; unchanged when every worker is identified."""
@@ -117,7 +129,7 @@ def tie_unidentified(annotations, counts: np.ndarray) -> np.ndarray:
         return counts
     m, k = annotations.n_workers, annotations.n_classes
     out = np.array(np.broadcast_to(counts, (m, k, k)), dtype=np.float64)
-    pooled = annotations.derived(POOLED, lambda: pooled_skill(annotations)) + 1e-3  # no zero cell: BCC's Dirichlet(beta) needs beta > 0
+    pooled = _pooled(annotations) + 1e-3  # no zero cell: BCC's Dirichlet(beta) needs beta > 0
     out[lost] = PIN * pooled / pooled.sum(-1, keepdims=True)
     return out
 

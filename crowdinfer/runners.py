@@ -260,6 +260,7 @@ def loop_runner(model_name: str, method: str, workers: WorkerPart, offset: float
         options = dict(options)
         prior, learned = _group(PriorOptions, options), _group(LearnedPriorOptions, options)
         loop = LoopOptions(**options)  # anything else is a loop option (or an unknown name)
+        identifiability.prepare(annotations)  # its nested fit before this one's data
         data = annotations.to_device()  # once: the pooled prior and the loop both use it
         spec, recorded = _confusion_spec(annotations, method, workers, offset, one_coin_prior,
                                          prior, data)

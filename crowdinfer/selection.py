@@ -304,17 +304,19 @@ GOLDEN_STEPS = 14  # golden-section steps on log T in [log 0.1, log 10]: to with
 CAVITY_TEMPERATURE_ROWS = 5_000  # annotations the cavity's temperature search looks at
 
 
-def _tempered_mean(log_q, theta):
+def _tempered_mean(log_q, theta, weight=None):
     """``value(log T)``: the mean over rows of ``log sum_k softmax(log_q / T)_k theta_k``, the
     held-out log-likelihood of answers with the item posterior (rows of ``log_q``, without the
-    answer) tempered by ``T``; ``theta`` the held-out answer's probability under each class."""
+    answer) tempered by ``T``; ``theta`` the held-out answer's probability under each class;
+    ``weight``: each answer's weight (the weighted mean), or ``None`` (every answer counts 1)."""
     import jax.numpy as jnp
 
     log_q = log_q - log_q.max(-1, keepdims=True)
 
     def value(log_t):
         p = jnp.exp(log_q / jnp.exp(log_t))
-        return jnp.log(jnp.maximum((p * theta).sum(-1) / p.sum(-1), FLOOR)).mean()
+        ll = jnp.log(jnp.maximum((p * theta).sum(-1) / p.sum(-1), FLOOR))
+        return ll.mean() if weight is None else (weight * ll).sum() / weight.sum()
 
     return value
 
@@ -549,22 +551,23 @@ def holdout_temperature(post: Posterior, annotations: Annotations, rows: np.ndar
                         grid=TEMPERATURES, seed: int = 0) -> tuple[float, float]:
     """``(T, gain)`` as :func:`cavity_temperature`, for a fit that did not see ``rows``: its item
     posterior is the held-out answers' cavity as it is (at most
-    :data:`CAVITY_TEMPERATURE_ROWS` of them, a random sample)."""
+    :data:`CAVITY_TEMPERATURE_ROWS` of them, a random sample), each counted by its weight."""
     global _HOLDOUT_TEMPERATURE
     import jax
     import jax.numpy as jnp
 
     if _HOLDOUT_TEMPERATURE is None:
-        _HOLDOUT_TEMPERATURE = jax.jit(
-            lambda lq, theta, bounds: _golden_temperature(_tempered_mean(lq, theta), bounds))
+        _HOLDOUT_TEMPERATURE = jax.jit(lambda lq, theta, weight, bounds: _golden_temperature(
+            _tempered_mean(lq, theta, weight), bounds))
     if len(rows) > CAVITY_TEMPERATURE_ROWS:
         rows = np.sort(np.random.default_rng(seed).choice(rows, CAVITY_TEMPERATURE_ROWS,
                                                           replace=False))
     q = np.asarray(post.label_probs, np.float32)[annotations.item[rows]]
     theta = np.asarray(post.confusion, np.float32)[annotations.worker[rows], :,
                                                    annotations.label[rows]]
+    weight = None if annotations.weight is None else annotations.weight[rows]
     bounds = np.asarray([np.min(grid), np.max(grid)], np.float32)
-    t, gain = _HOLDOUT_TEMPERATURE(jnp.log(jnp.maximum(q, 1e-30)), theta, bounds)
+    t, gain = _HOLDOUT_TEMPERATURE(jnp.log(jnp.maximum(q, 1e-30)), theta, weight, bounds)
     return float(t), max(float(gain), 0.0)
 
 

@@ -252,3 +252,22 @@ def test_held_out_answers_count_by_their_weight(task):
         expected = selection._log_predictive(posts[name], ann, rows[1::2]).mean()
         assert scores[name]["score"] == pytest.approx(expected, abs=1e-9)
         assert scores[name]["score"] != pytest.approx(plain[name]["score"], abs=1e-6)
+
+
+def test_temperature_counts_held_out_answers_by_their_weight(task):
+    """The temperature search weighs each held-out answer as the score does: unit weights give
+    exactly the unweighted temperature; doubling some answers' weight moves it as repeating them."""
+    import dataclasses
+
+    ann = task.annotations
+    scores, posts, rows = selection.holdout_scores(ann)
+    post = posts["dawid_skene"]
+    plain = selection.holdout_temperature(post, ann, rows)
+    ones = dataclasses.replace(ann, weight=np.ones(ann.n_annotations, np.float32))
+    assert selection.holdout_temperature(post, ones, rows) == pytest.approx(plain, rel=1e-6)
+    weight = np.ones(ann.n_annotations, np.float32)
+    weight[rows[::3]] = 2.0
+    weighted = selection.holdout_temperature(post, dataclasses.replace(ann, weight=weight), rows)
+    repeated = selection.holdout_temperature(post, ann, np.sort(np.r_[rows, rows[::3]]))
+    assert weighted == pytest.approx(repeated, rel=1e-4)
+    assert weighted[0] != pytest.approx(plain[0], rel=1e-4)
