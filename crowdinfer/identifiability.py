@@ -24,7 +24,7 @@ import numpy as np
 __all__ = ["worker_overlap", "unidentified_workers", "pooled_skill", "prepare", "tie_unidentified",
            "warning", "PIN"]
 
-POOLED = "pooled_skill"  # the Annotations.derived key of pooled_skill (selection presets it for its halves)
+POOLED = "pooled_skill"  # the Annotations.derived key of pooled_skill (prepare() fills it, at the halves' tol for selection)
 PIN = 1e4  # pseudo-answers per confusion row that pin an unidentified worker to the pooled skill
 
 
@@ -113,12 +113,12 @@ def _pooled(annotations) -> np.ndarray:
     return annotations.derived(POOLED, lambda: pooled_skill(annotations))
 
 
-def prepare(annotations) -> None:
-    """Fit the pooled skill now when some worker overlaps nobody (:func:`tie_unidentified` will
-    need it): its own fit then does not run while the caller holds the annotations on the
-    device (twice the device memory at once)."""
+def prepare(annotations, tol: float | None = None) -> None:
+    """Fit the pooled skill now (stopped at ``tol``) when some worker overlaps nobody
+    (:func:`tie_unidentified` will need it): its own fit then does not run while the caller
+    holds the annotations on the device (twice the device memory at once)."""
     if unidentified_workers(annotations).any():
-        _pooled(annotations)
+        annotations.derived(POOLED, lambda: pooled_skill(annotations, tol))
 
 
 def tie_unidentified(annotations, counts: np.ndarray) -> np.ndarray:

@@ -502,8 +502,7 @@ def holdout_scores(annotations: Annotations, candidates=CANDIDATES, seed: int = 
     keep = fold == 0
     train = _subset(annotations, keep, capacity_bucket(int(keep.sum())))
     tol = options.get("tol", HOLDOUT_TOL)
-    if identifiability.unidentified_workers(train).any():  # the half's own pooled skill, same tol
-        train.derived(identifiability.POOLED, lambda: identifiability.pooled_skill(train, tol))
+    identifiability.prepare(train, tol)  # the half's own pooled skill, at the half fits' tol
     scores, posts, per_answer = {}, {}, {}
     for name in candidates:
         start = time.perf_counter()
