@@ -41,7 +41,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from experiments.benchmarks.machine import REPO, frozen_source
+from experiments.benchmarks.machine import REPO, frozen_source, loglog_slope
 from experiments.benchmarks.machine import machine_info as _machine_info
 from experiments.benchmarks.machine import run_worker as _run_worker
 from experiments.benchmarks.machine import worker_parser
@@ -266,16 +266,6 @@ def run_worker(tool: str, dataset: str, timeout: float) -> dict:
 
 def machine_info() -> dict:
     return _machine_info(("jax", "jaxlib", "crowd-kit", "numpy", "pandas", "crowdinfer"))
-
-
-def loglog_slope(points) -> float | None:
-    pts = [(math.log(n), math.log(t)) for n, t in points if t and t > 0]
-    if len(pts) < 2:
-        return None
-    mx = sum(x for x, _ in pts) / len(pts)
-    my = sum(y for _, y in pts) / len(pts)
-    sxx = sum((x - mx) ** 2 for x, _ in pts)
-    return sum((x - mx) * (y - my) for x, y in pts) / sxx
 
 
 def fmt_n(n: int) -> str:

@@ -164,3 +164,17 @@ def run_worker(module: str, args: Sequence[str], timeout: float,
         print(f" FAILED (rc={proc.returncode})\n    " + "\n    ".join(tail), flush=True)
         return WorkerRun(None, f"failed: {tail[-1] if tail else proc.returncode}", wall, foreign)
     return WorkerRun(json.loads(lines[-1][len("RESULT "):]), "ok", wall, foreign)
+
+
+def loglog_slope(points) -> float | None:
+    """The least-squares slope of log time against log size over ``points`` ((size, seconds)
+    pairs; non-positive times left out), or ``None`` with fewer than two."""
+    import math
+
+    pts = [(math.log(n), math.log(t)) for n, t in points if t and t > 0]
+    if len(pts) < 2:
+        return None
+    mx = sum(x for x, _ in pts) / len(pts)
+    my = sum(y for _, y in pts) / len(pts)
+    sxx = sum((x - mx) ** 2 for x, _ in pts)
+    return sum((x - mx) * (y - my) for x, y in pts) / sxx

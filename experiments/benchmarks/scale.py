@@ -28,7 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from experiments.benchmarks.machine import REPO, device_info, load_average, machine_info
+from experiments.benchmarks.machine import (REPO, device_info, load_average, loglog_slope,
+                                             machine_info)
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "scale_results"
@@ -252,7 +253,7 @@ def phases(ann, repeats: int = 5) -> dict:
         lambda: jax.block_until_ready(run(spec, data, start)), repeats)
     res["EM iterations"] = int(state.iteration)
     res["posterior to host"] = _best(
-        lambda: np.asarray(jax.device_get(jax.numpy.exp(state.log_q)), np.float64), repeats)
+        lambda: np.exp(np.asarray(jax.device_get(state.log_q), np.float64)), repeats)
     return res
 
 
@@ -512,6 +513,19 @@ def _load1(text: str) -> str:
     return text.split()[2]
 
 
+def _slopes(rows) -> list[tuple]:
+    """``(K, device, [(n, s / iteration)], slope)`` per K and device set with two or more sizes
+    from 10^6 up: the log-log slope of time per iteration against annotations."""
+    out = []
+    for k, device in sorted({(r["k"], r["device"]) for r in rows}):
+        pts = sorted((r["n"], r["iteration_s"]) for r in rows
+                     if r["k"] == k and r["device"] == device and r["n"] >= 10**6)
+        slope = loglog_slope(pts)
+        if slope is not None:
+            out.append((k, device, pts, slope))
+    return out
+
+
 def _targets(d, rows) -> list[str]:
     """The issue's targets, each PASS or FAIL from the tables below."""
     out = ["## Targets (issue 11), from the tables below\n",
@@ -545,22 +559,8 @@ def _targets(d, rows) -> list[str]:
                        f"layout `{layout}`: {best:.1f}x to {ratio:.1f}x (worst: {worst['n']:.0e}, "
                        f"K = {worst['k']}, {worst['device']}) -- "
                        f"**{'PASS' if ratio <= 3 else 'FAIL'}**")
-        import math
-
-        groups = {}
-        for r in rows:  # one line per device set and K: the log-log slope from 10^6 up
-            if r["n"] >= 10**6:
-                groups.setdefault((r["device"], r["k"]), []).append(r)
-        for (device, k), got in sorted(groups.items()):
-            got = sorted(got, key=lambda r: r["n"])
-            if len(got) < 2:
-                continue
-            xs = [math.log(r["n"]) for r in got]
-            ys = [math.log(r["iteration_s"]) for r in got]
-            mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-            slope = (sum((x - mx) * (y - my) for x, y in zip(xs, ys))
-                     / sum((x - mx) ** 2 for x in xs))
-            sizes = ", ".join(f"{r['n']:.0e}" for r in got)
+        for k, device, pts, slope in _slopes(rows):
+            sizes = ", ".join(f"{n:.0e}" for n, _ in pts)
             out.append(f"- time per iteration linear in the annotations (log-log slope <= 1.05 from "
                        f"10^6 up), {device}, K = {k} ({sizes}): slope {slope:.2f} -- "
                        f"**{'PASS' if slope <= 1.05 else 'FAIL'}**")
@@ -667,15 +667,10 @@ def report() -> None:
                      f"{r['bound_s']:.4f} | {r['iteration_s'] / r['bound_s']:.1f}x | "
                      f"{r['bandwidth_gbs']:.1f} | {r['peak_rss_gb']:.2f} | "
                      f"{_load1(r['load_before'])} |")
-        for k, dev in sorted({(r["k"], r["device"]) for r in rows}):
-            pts = sorted((r["n"], r["iteration_s"]) for r in rows
-                         if r["k"] == k and r["device"] == dev and r["n"] >= 10**6)
-            if len(pts) >= 2:
-                x, y = np.log([p[0] for p in pts]), np.log([p[1] for p in pts])
-                slope = float(np.polyfit(x, y, 1)[0])
-                L.append(f"\nK = {k}, {dev}: log-log slope of time per iteration vs annotations "
-                         f"from 10^6 up ({', '.join(f'{p[0]:.0e}' for p in pts)}): **{slope:.3f}** "
-                         f"(target <= 1.05: {'PASS' if slope <= 1.05 else 'FAIL'}).")
+        for k, dev, pts, slope in _slopes(rows):
+            L.append(f"\nK = {k}, {dev}: log-log slope of time per iteration vs annotations "
+                     f"from 10^6 up ({', '.join(f'{p[0]:.0e}' for p in pts)}): **{slope:.3f}** "
+                     f"(target <= 1.05: {'PASS' if slope <= 1.05 else 'FAIL'}).")
         big = [r for r in rows if "fit_s" in r]
         if big:
             L.append("\n### 10^8 annotations to convergence\n")
