@@ -113,26 +113,12 @@ def _pooled(annotations) -> np.ndarray:
     return annotations.derived(POOLED, lambda: pooled_skill(annotations))
 
 
-def prepare(annotations, tol: float | None = None, source: str = "fit") -> None:
-    """Work out the pooled skill now when some worker overlaps nobody (:func:`tie_unidentified`
-    will need it): its own fit then does not run while the caller holds the annotations on the
-    device (twice the device memory at once).
-
-    ``source="fit"``: :func:`pooled_skill` (a Dawid-Skene fit stopped at ``tol``), what every fit
-    uses.  ``source="votes"``: the crowd's answers pooled against the soft majority vote
-    (``priors.pooled_confusion``, no EM; the pooled prior computes the same table, so it costs
-    nothing more) -- what the model choice's held-out halves use (``selection.holdout_scores``).
-    There the stand-in only scores the candidates, every candidate gets the same one, and the
-    half's items with two or more workers are nearly all of them, so a second Dawid-Skene fit on
-    them would cost about as much as the Dawid-Skene candidate itself."""
-    if source not in ("fit", "votes"):
-        raise ValueError(f"source must be 'fit' or 'votes', got {source!r}")
+def prepare(annotations, tol: float | None = None) -> None:
+    """Fit the pooled skill now (stopped at ``tol``) when some worker overlaps nobody
+    (:func:`tie_unidentified` will need it): its own fit then does not run while the caller
+    holds the annotations on the device (twice the device memory at once)."""
     if unidentified_workers(annotations).any():
-        if source == "fit":
-            annotations.derived(POOLED, lambda: pooled_skill(annotations, tol))
-        else:
-            from .models import priors
-            annotations.derived(POOLED, lambda: priors.pooled_confusion(annotations))
+        annotations.derived(POOLED, lambda: pooled_skill(annotations, tol))
 
 
 def tie_unidentified(annotations, counts: np.ndarray) -> np.ndarray:

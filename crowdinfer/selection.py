@@ -502,7 +502,7 @@ def holdout_scores(annotations: Annotations, candidates=CANDIDATES, seed: int = 
     keep = fold == 0
     train = _subset(annotations, keep, capacity_bucket(int(keep.sum())))
     tol = options.get("tol", HOLDOUT_TOL)
-    identifiability.prepare(train, source="votes")  # the half's lone workers: its pooled votes
+    identifiability.prepare(train, tol)  # the half's own pooled skill, at the half fits' tol
     scores, posts, per_answer = {}, {}, {}
     for name in candidates:
         start = time.perf_counter()

@@ -109,13 +109,6 @@ def _pooled_blocks(data) -> jax.Array:
                       jnp.pad(votes, pad).reshape(-1, POOLED_BLOCK, k))
 
 
-def pooled_confusion(annotations, data=None) -> np.ndarray:
-    """(K, K) :func:`_pooled_confusion`, worked out once per ``Annotations`` (kept in its
-    ``derived`` cache): the pooled prior and the held-out halves' stand-in for an unidentified
-    worker's skill (:func:`crowdinfer.identifiability.prepare`) share it."""
-    return annotations.derived("pooled_confusion", lambda: _pooled_confusion(annotations, data))
-
-
 def pooled(annotations, strength: float = 10.0, structure: str = "diagonal",
            data=None) -> np.ndarray:
     """An empirical-Bayes homogeneous prior: the confusion of all workers pooled against the soft
@@ -123,7 +116,7 @@ def pooled(annotations, strength: float = 10.0, structure: str = "diagonal",
     "pooled across all workers and classes") or kept whole (``"full"``).  ``data``: the
     annotations on the device, if the caller has them."""
     k = annotations.n_classes
-    conf = pooled_confusion(annotations, data)
+    conf = annotations.derived("pooled_confusion", lambda: _pooled_confusion(annotations, data))
     if structure == "full":
         return _check_strength(strength) * conf
     if structure == "diagonal":

@@ -159,29 +159,6 @@ def test_overlap_counts():
     assert identifiability.unidentified_workers(ann).tolist() == [False, False, True, False]
 
 
-
-def test_prepare_votes_pins_lone_workers_to_the_pooled_votes():
-    """The model choice's halves pin a lone worker to the crowd's pooled votes (no EM); a fit
-    pins it to the Dawid-Skene pooled skill; other sources are refused."""
-    from crowdinfer.models import priors
-
-    ann, _ = one_answer_per_item(n_items=600, overlapping_items=300, seed=2)
-    votes = dataclasses.replace(ann)
-    identifiability.prepare(votes, source="votes")
-    pinned = identifiability.tie_unidentified(votes, np.ones((3, 3)))
-    lost = identifiability.unidentified_workers(votes)
-    expected = priors.pooled_confusion(ann) + 1e-3
-    expected /= expected.sum(-1, keepdims=True)
-    np.testing.assert_allclose(pinned[lost], np.broadcast_to(identifiability.PIN * expected,
-                                                             pinned[lost].shape))
-    fitted = dataclasses.replace(ann)
-    identifiability.prepare(fitted)
-    assert not np.allclose(identifiability.tie_unidentified(fitted, np.ones((3, 3)))[lost],
-                           pinned[lost])  # the EM fit's skill differs from the pooled votes
-    assert np.all(pinned[~lost] == 1.0)
-    with pytest.raises(ValueError, match="source must be"):
-        identifiability.prepare(ann, source="gold")
-
 CONFUSION_MODELS = [slow_unless({"dawid_skene"}, m) for m in ["dawid_skene", "bcc", "one_coin"]]
 
 
