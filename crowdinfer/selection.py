@@ -550,10 +550,25 @@ def holdout_temperature(post: Posterior, annotations: Annotations, rows: np.ndar
                         grid=TEMPERATURES, seed: int = 0) -> tuple[float, float]:
     """``(T, gain)`` as :func:`cavity_temperature`, for a fit that did not see ``rows``: its item
     posterior is the held-out answers' cavity as it is (at most
-    :data:`CAVITY_TEMPERATURE_ROWS` of them, a random sample), each counted by its weight."""
+    :data:`CAVITY_TEMPERATURE_ROWS` of them, a random sample), each counted by its weight.
+
+    Only held-out answers of items the fit saw answers of (weight > 0) count: the posterior of an
+    item the fit saw no answer of is the class prior, which says nothing about how sharp a
+    posterior built from answers should be (with one answer per item every held-out item is such
+    an item, and the search ran to its bound, T = 10: every label near uniform).  Without any
+    such answer, ``(1.0, 0.0)``: no tempering."""
     global _HOLDOUT_TEMPERATURE
     import jax
     import jax.numpy as jnp
+
+    seen = np.ones(annotations.n_annotations, bool)
+    seen[rows] = False  # the fit's answers: all but the held-out ones ...
+    if annotations.weight is not None:
+        seen &= annotations.weight > 0  # ... that carry evidence
+    seen_items = np.bincount(annotations.item[seen], minlength=annotations.n_items) > 0
+    rows = rows[seen_items[annotations.item[rows]]]
+    if len(rows) == 0:
+        return 1.0, 0.0
 
     if _HOLDOUT_TEMPERATURE is None:
         _HOLDOUT_TEMPERATURE = jax.jit(lambda lq, theta, weight, bounds: _golden_temperature(

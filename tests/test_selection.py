@@ -1,4 +1,6 @@
 """fit's default: the model chosen by held-out annotation likelihood (crowdinfer.selection)."""
+import warnings
+
 import numpy as np
 import pytest
 
@@ -141,6 +143,28 @@ def test_holdout_scores_only_the_held_out_half(sparse_crowd):
     assert selection.TEMPERATURES[best] / step <= t <= selection.TEMPERATURES[best] * step
     at_one = curve[int(np.argmin(abs(np.log(selection.TEMPERATURES))))]
     assert gain == pytest.approx(max(curve) - at_one, abs=2e-3)
+
+
+def test_no_temperature_from_items_the_half_saw_no_answer_of():
+    """One answer per item: every held-out answer's item is unanswered in its half (its posterior
+    the class prior), which says nothing about how sharp a posterior should be: T = 1, and the
+    default reports the same confidence as its model alone (the search used to run to its bound,
+    T = 10: labels 86% right at confidence 0.37).  With two answers per item some items are seen
+    by both halves, and the held-out answers of those alone set T."""
+    rng = np.random.default_rng(0)
+    n = 300
+    truth = rng.integers(3, size=n)
+    label = np.where(rng.random(n) < 0.8, truth, rng.integers(3, size=n))
+    ann = ci.Annotations.from_arrays(np.arange(n), rng.integers(10, size=n), label, n_classes=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        post = fit(ann)
+        alone = fit(ann, post.selection["chosen"])
+    assert post.selection["temperature"] == 1.0
+    np.testing.assert_allclose(post.label_probs, alone.label_probs)
+    scores, posts, rows = selection.holdout_scores(ann, ["one_coin"])
+    assert len(rows) > 0
+    assert selection.holdout_temperature(posts["one_coin"], ann, rows) == (1.0, 0.0)
 
 
 def test_tempering_changes_probabilities_not_labels(task, default):
