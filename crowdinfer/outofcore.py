@@ -54,6 +54,14 @@ def _dataset(source):
     missing = [c for c in COLUMNS if c not in names]
     if missing:
         raise ValueError(f"the Parquet data need columns {COLUMNS}; missing {missing}")
+    import pyarrow.types as pat
+
+    coded = [c for c in COLUMNS if not pat.is_integer(dataset.schema.field(c).type)]
+    if coded:
+        raise ValueError(
+            f"the Parquet columns {coded} must hold integer codes 0..n-1 (found "
+            f"{[str(dataset.schema.field(c).type) for c in coded]}); map ids to codes first, e.g. "
+            "with ci.Annotations.from_dataframe(df) and its item, worker and label arrays")
     return dataset, "weight" in names
 
 

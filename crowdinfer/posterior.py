@@ -139,7 +139,14 @@ class Posterior:
         from .models.learned_prior import predict_logits
 
         c = self.classifier
-        x = (np.asarray(features, np.float32) - c["mean"]) / c["std"]
+        x = np.asarray(features, np.float32)
+        width = np.shape(c["mean"])[-1]
+        if x.ndim != 2 or x.shape[1] != width:
+            raise ValueError(f"features must be an (items, {width}) array like those the "
+                             f"classifier was fitted on, got shape {x.shape}")
+        if not np.isfinite(x).all():
+            raise ValueError("features hold NaN or infinite values")
+        x = (x - c["mean"]) / c["std"]
         logits = predict_logits(self.annotations.n_classes, c["hidden"], c["params"], x)
         return np.asarray(jax_softmax(logits))
 

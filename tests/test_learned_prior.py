@@ -204,6 +204,10 @@ def test_labelme_classifier_predicts_unannotated_test_items(labelme):
     assert test_acc >= 0.80, test_acc
     probs = post.predict_proba(d.test.features)
     np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
+    with pytest.raises(ValueError, match=r"must be an \(items, 512\) array"):
+        post.predict(d.test.features[:, :10])
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        post.predict(np.full((3, d.test.features.shape[1]), np.nan))
 
 
 @pytest.mark.slow

@@ -73,3 +73,7 @@ def test_bad_files_raise(task, tmp_path):
     pq.write_table(pa.table({"item": [0], "label": [1]}), tmp_path / "bad.parquet")
     with pytest.raises(ValueError, match="missing \\['worker'\\]"):
         outofcore.em(str(tmp_path / "bad.parquet"), progress=False)
+    pq.write_table(pa.table({"item": ann.item.astype(str), "worker": ann.worker,
+                             "label": ann.label}), tmp_path / "ids.parquet")
+    with pytest.raises(ValueError, match="\\['item'\\] must hold integer codes"):
+        outofcore.em(str(tmp_path / "ids.parquet"), progress=False)

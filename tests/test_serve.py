@@ -310,6 +310,26 @@ def _cli(*args, timeout=300):
                           capture_output=True, text=True, env=env, timeout=timeout)
 
 
+def test_serving_without_the_extra_is_refused_before_the_project_is_made(tmp_path, monkeypatch):
+    import importlib.util
+    from types import SimpleNamespace
+
+    from crowdinfer.serve import command
+    from crowdinfer.serve.project import ProjectError
+
+    _items(tmp_path)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "uvicorn" else real(name, *a))
+    args = SimpleNamespace(project=str(tmp_path / "proj"), items=str(tmp_path / "items.csv"),
+                           classes="cat,dog,bird", annotators="alice", links=False,
+                           no_early_stop=False, preset=None, sampler="random", update_every=None,
+                           host="127.0.0.1", port=8000)
+    with pytest.raises(ProjectError, match=r"serving needs uvicorn: pip install 'crowdinfer\[serve\]'"):
+        command.run(args)
+    assert not (tmp_path / "proj").exists()
+
+
 def test_a_second_server_on_the_project_is_refused(tmp_path):
     from crowdinfer.serve import Project
 

@@ -2,6 +2,7 @@
 ``--classes``) and serve it; run it again to resume after a stop or a crash."""
 from __future__ import annotations
 
+import importlib.util
 import sys
 
 __all__ = ["add_arguments", "run"]
@@ -44,6 +45,11 @@ def run(args) -> int:
     from .project import Project, ProjectError, create_project
 
     folder = Path(args.project)
+    if not args.links:  # before any work: a project made by a command that cannot serve it
+        missing = [m for m in ("starlette", "uvicorn") if importlib.util.find_spec(m) is None]
+        if missing:
+            raise ProjectError(f"serving needs {', '.join(missing)}: pip install "
+                               "'crowdinfer[serve]' (--links works without them)")
     names = [a.strip() for a in args.annotators.split(",") if a.strip()]
     if args.items is not None:
         if not args.classes:
