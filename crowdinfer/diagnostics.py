@@ -59,6 +59,10 @@ def confusion_draws(posterior: Posterior, num_draws: int = 500, seed: int = 0):
     shape = (CHAINS, max(1, num_draws // CHAINS))
     key_c, key_p = jax.random.split(jax.random.key(seed))
     hyper = posterior.options.get("hyper", {})
+    if "subtype_alpha" in p:  # EBCC: each class a mixture of subtypes, each with its confusion
+        return _subtype_marginal_draws(p, shape, key_c, key_p), None, (
+            "draws from the variational posterior q(theta) q(subtype weights), each confusion "
+            "the mixture over a class's subtypes of their confusions (the worker's marginal)")
     if "confusion_alpha" in p:  # VB
         conf = jax.random.dirichlet(key_c, p["confusion_alpha"], shape + p["confusion_alpha"].shape[:-1])
         prior = None
@@ -94,6 +98,18 @@ def confusion_draws(posterior: Posterior, num_draws: int = 500, seed: int = 0):
     )
 
 
+def _subtype_marginal_draws(p: dict, shape: tuple, key_c, key_p) -> np.ndarray:
+    """EBCC's draws of ``p(z | y = k) = sum_t p(t | k) theta[w, (k, t), z]``, shape
+    ``shape + (M, K, K)``: the subtypes' confusion rows ``(M, K * T, K)`` and the subtype
+    weights ``(K, T)`` drawn from their Dirichlet factors."""
+    alpha, weights = p["confusion_alpha"], p["subtype_alpha"]
+    k, t = weights.shape
+    theta = jax.random.dirichlet(key_c, alpha, shape + alpha.shape[:-1])  # (..., M, K*T, K)
+    mix = jax.random.dirichlet(key_p, weights, shape + weights.shape[:-1])  # (..., K, T)
+    theta = theta.reshape(theta.shape[:-2] + (k, t, theta.shape[-1]))
+    return np.asarray(jnp.einsum("...kt,...mktz->...mkz", mix, theta))
+
+
 def to_arviz(posterior: Posterior, num_draws: int = 500, seed: int = 0,
              label_probs: bool = True) -> az.InferenceData:
     """The posterior as ``arviz.InferenceData`` (see the module docstring)."""
@@ -109,7 +125,10 @@ def to_arviz(posterior: Posterior, num_draws: int = 500, seed: int = 0,
     }
     if prior is not None:
         variables["class_prior"] = prior
-    if label_probs:
+    # EBCC's label posterior mixes subtypes per item (no product of marginal confusions gives
+    # it): its label_probs are left out rather than drawn from the wrong model
+    subtypes = "subtype_alpha" in posterior.params and posterior.samples is None
+    if label_probs and not subtypes:
         logits = posterior.options.get("hyper", {}).get("prior_logits")
 
         def log_prior(data, draw, hyper):

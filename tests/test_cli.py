@@ -3,6 +3,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -299,6 +300,19 @@ def test_to_arviz_for_every_default_engine_and_svi():
         assert p["label_probs"].shape == (4, 10, 200, 3), model
         assert p.attrs["mcmc"] == 0 and post.diagnostics is None, model  # no r-hat for these
         assert float(p["confusion"].sum("observed_class").min()) > 0.999, model
+
+
+@pytest.mark.slow  # EBCC compiles for ~30 s
+def test_to_arviz_for_ebcc_mixes_the_subtypes():
+    """EBCC's draws are each worker's confusion mixed over a class's subtypes (shape (M, K, K),
+    rows sum to 1, centred on the point estimate); no label_probs draws (subtypes mix per item)."""
+    task = ci.datasets.synthetic(n_items=60, n_workers=6, n_classes=2, annotations_per_item=3, seed=4)
+    post = ci.fit(task.annotations, "ebcc", restarts=2)
+    p = post.to_arviz(num_draws=400).posterior
+    assert p["confusion"].shape == (4, 100, 6, 2, 2)
+    assert "label_probs" not in p and "subtypes" in p.attrs["draws"]
+    np.testing.assert_allclose(p["confusion"].sum("observed_class"), 1.0, atol=1e-5)
+    np.testing.assert_allclose(p["confusion"].mean(("chain", "draw")), post.confusion, atol=0.03)
 
 
 def test_an_unexpected_error_is_one_line_too(tmp_path, capsys, monkeypatch):
