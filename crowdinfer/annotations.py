@@ -709,6 +709,7 @@ def _choose(names: list, item, worker: str, label: str, weight) -> dict:
     """``{role: column name}`` for item, worker, label (and weight, if present or asked for);
     a missing or duplicated column is an error naming it."""
     names = list(names)
+    default_item = item is None
     if item is None:
         item = next((c for c in _ITEM_COLUMNS if c in names), "item")
     roles = {"item": item, "worker": worker, "label": label}
@@ -720,12 +721,12 @@ def _choose(names: list, item, worker: str, label: str, weight) -> dict:
                          "ambiguous; rename them")
     for role, col in roles.items():
         if col not in names:
-            hint = " or 'task'" if role == "item" else ""
+            hint = " or 'task'" if role == "item" and default_item else ""
             near = [n for n in names if isinstance(n, str) and n.strip().lower() == str(col).lower()]
             near_hint = f" (did you mean {near[0]!r}? column names are exact)" if near else ""
             raise ValueError(
                 f"missing {role} column '{col}'{hint}; the table has columns "
-                f"{names}{near_hint}; name it with {role}=..."
+                f"{names}{near_hint}; name it with {role}=... (crowdinfer fit: --{role}-col)"
             )
     if weight is not None and weight not in names and weight != "weight":
         raise ValueError(f"missing weight column '{weight}'; the table has columns {names}")

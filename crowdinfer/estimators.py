@@ -4,7 +4,8 @@ methods and attribute shapes, for code that moves from ``crowdkit.aggregation``.
     from crowdinfer.estimators import DawidSkene
     labels = DawidSkene(n_iter=100).fit_predict(df)          # df: columns task, worker, label
 
-Every estimator has ``fit(data, true_labels=None)`` (returns ``self``), ``fit_predict`` and
+Every estimator has ``fit(data, true_labels=None)`` (``fit(data)`` for the votes, ``MajorityVote``
+and ``Wawa``, as in crowd-kit; returns ``self``), ``fit_predict`` and
 ``fit_predict_proba``, and after fitting:
 
 ``labels_``   Series indexed by ``task`` (name ``agg_label``): the most probable label;

@@ -348,7 +348,7 @@ class Registered(NamedTuple):
 #: :func:`register`) plus one line here.
 REGISTRY: dict[str, Registered] = {
     "dawid_skene": Registered("crowdinfer.runners", ("em", "nuts", "svi"),
-                              "a full KxK confusion matrix per worker (default)"),
+                              "a full KxK confusion matrix per worker (one of the default's candidates)"),
     "bcc": Registered("crowdinfer.runners", ("vb", "nuts", "svi"),
                       "Bayesian classifier combination (IBCC): Dawid-Skene, fully Bayesian"),
     "one_coin": Registered("crowdinfer.runners", ("em", "nuts", "svi"),
