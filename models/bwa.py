@@ -54,7 +54,15 @@ def prior_rate(data: CrowdData, a_v: float, correction: bool = True) -> jax.Arra
     n_i = votes.sum(-1)
     z0 = _vote_fractions(votes, data.n_classes)
     adj = 4.0 * (1.0 - 1.0 / data.n_classes) if correction else 1.0
-    return a_v * adj * (n_i[:, None] * z0 * (1.0 - z0)).sum(0) / jnp.maximum(n_i.sum(), 1.0)
+    rate = (n_i[:, None] * z0 * (1.0 - z0)).sum(0) / jnp.maximum(n_i.sum(), 1.0)
+    # floored: where no item's answers disagree (one answer per item, say) the paper's rate is 0,
+    # an improper Gamma whose precisions are infinite and every z NaN (reported as uniform
+    # probabilities, every label class 0); the floor, 70x below the smallest rate of the 12
+    # datasets of ../shared/data, lets the answers through as they are
+    return a_v * adj * jnp.maximum(rate, RATE_FLOOR)
+
+
+RATE_FLOOR = 1e-4
 
 
 def _vote_fractions(votes, n_classes):

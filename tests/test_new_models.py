@@ -80,6 +80,18 @@ def test_bwa_objective_is_numpyro_log_density_and_never_decreases(task):
     np.testing.assert_allclose(float(logp), float(state.objective), rtol=1e-5)
 
 
+def test_bwa_with_one_answer_per_item_passes_the_answers_through():
+    """No item has two answers: the paper's prior rate is 0 (an improper Gamma, every score NaN,
+    reported before as uniform and every label class 0); floored, the labels are the answers."""
+    label = np.array([0, 1, 1, 0, 1, 0])
+    ann = ci.Annotations.from_arrays(np.arange(6), np.arange(6), label, n_classes=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the identifiability warning
+        post = ci.fit(ann, "bwa")
+    assert np.isfinite(post.label_probs).all()
+    np.testing.assert_array_equal(post.labels, label)
+
+
 def test_ebcc_elbo_never_decreases_and_one_subtype_is_bcc(task):
     ann = task.annotations
     post = ci.fit(ann, "ebcc", restarts=4, max_iter=60)
