@@ -75,16 +75,8 @@ def crowd(seed: int) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["item", "worker", "label"])
 
 
-# EBCC (best ELBO of 40 random starts, drawn from name-free descriptors) is invariant up to its
-# adaptive stop, which can end two runs one iteration apart on a flat optimum (label
-# probabilities up to ~6e-3 apart; under 1e-5 with tol=0, a fixed number of iterations).
-_EBCC_STOP = pytest.mark.xfail(reason="EBCC's adaptive stop: up to ~6e-3 between renamings",
-                               strict=False)
-
-
 @pytest.mark.parametrize("model", [  # the default and the model that was not invariant stay fast
-    pytest.param(m, marks=() if m in ("dawid_skene", "community_bcc")
-                 else (pytest.mark.slow, _EBCC_STOP) if m == "ebcc" else pytest.mark.slow)
+    pytest.param(m, marks=() if m in ("dawid_skene", "community_bcc") else pytest.mark.slow)
     for m in sorted(ci.MODELS)])
 @settings(max_examples=4, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
