@@ -48,6 +48,9 @@ def _segment(values, ids, n):
     return jax.ops.segment_sum(values, ids, n)
 
 
+RATE_FLOOR = 1e-4  # the smallest prior rate per answer (prior_rate)
+
+
 def prior_rate(data: CrowdData, a_v: float, correction: bool = True) -> jax.Array:
     """``b_v`` (K,) from the vote fractions (the paper's data-dependent rate)."""
     votes = vote_counts(data)
@@ -60,9 +63,6 @@ def prior_rate(data: CrowdData, a_v: float, correction: bool = True) -> jax.Arra
     # probabilities, every label class 0); the floor, 70x below the smallest rate of the 12
     # datasets of ../shared/data, lets the answers through as they are
     return a_v * adj * jnp.maximum(rate, RATE_FLOOR)
-
-
-RATE_FLOOR = 1e-4
 
 
 def _vote_fractions(votes, n_classes):
