@@ -87,6 +87,9 @@ def fit(annotations: Annotations, model: str | None = None, method: str | None =
     """
     import pandas as pd
 
+    if isinstance(annotations, pd.DataFrame):
+        annotations = Annotations.from_dataframe(annotations)
+    _check_use_gold(annotations, options.get("use_gold", False))
     calibration = CalibrationOptions.take(options)
     if calibration.calibrate:
         from .calibration import calibrated_fit
@@ -109,11 +112,7 @@ def fit(annotations: Annotations, model: str | None = None, method: str | None =
         )
     runner = entry.methods[method]
     use_gold = options.pop("use_gold", False)
-    if not isinstance(use_gold, bool):
-        raise ValueError(f"option 'use_gold' must be True or False, got {use_gold!r}")
     options = validate_options(model, method, options, runner)
-    if isinstance(annotations, pd.DataFrame):
-        annotations = Annotations.from_dataframe(annotations)
     if not isinstance(annotations, Annotations):
         raise TypeError(f"fit needs Annotations or a DataFrame, got {type(annotations).__name__}")
     given, clamped = annotations, None
@@ -135,6 +134,17 @@ def fit(annotations: Annotations, model: str | None = None, method: str | None =
         warnings.warn(unidentified, stacklevel=2)
     posterior.options["seconds"] = time.perf_counter() - start
     return posterior
+
+
+def _check_use_gold(annotations, use_gold) -> None:
+    """``use_gold=True`` asks for gold labels to clamp: without any, it is a mistake to say so."""
+    if not isinstance(use_gold, bool):
+        raise ValueError(f"option 'use_gold' must be True or False, got {use_gold!r}")
+    gold = getattr(annotations, "gold", None)
+    if use_gold and (gold is None or not (gold >= 0).any()):
+        raise ValueError("use_gold=True, but the annotations carry no gold label: attach them "
+                         "with Annotations.with_gold({item: label}) (or from_dataframe(..., "
+                         "gold=...)), or leave use_gold at False")
 
 
 class _CallableModule(types.ModuleType):

@@ -118,12 +118,14 @@ def read_label_studio(path, *, from_name: Optional[str] = None, item: Optional[s
         if item is None:
             if "id" not in task:
                 raise ValueError(f"{path}: task #{n} has no 'id'; pass item='<data key>'")
-            key = str(task["id"])
+            key = task["id"]
         else:
             if item not in task["data"]:
                 raise ValueError(f"{path}: task #{n} has no data[{item!r}] (keys: "
                                  f"{sorted(task['data'])})")
-            key = str(task["data"][item])
+            key = task["data"][item]
+        if not _is_int(key):
+            key = str(key)
         for a, ann in enumerate(task["annotations"] or []):
             where = f"{path}: task {key}, annotation #{a}"
             if ann.get("was_cancelled"):
@@ -150,7 +152,16 @@ def read_label_studio(path, *, from_name: Optional[str] = None, item: Optional[s
             rows.append((key, _ls_worker(ann.get("completed_by"), where), label))
     if cancelled:
         notes.append(f"{cancelled} cancelled (skipped) annotation(s) dropped")
+    keys = [r[0] for r in rows] + list(gold)
+    if not all(_is_int(k) for k in keys):  # one type of id, so that the items sort
+        rows = [(str(k), w, lab) for k, w, lab in rows]
+        gold = {str(k): lab for k, lab in gold.items()}
     return _finish(rows, path, gold, classes, notes)
+
+
+def _is_int(value) -> bool:
+    """Label Studio's task ids are integers: kept as such, they order 1, 2, ..., 10."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def _prediction_table(posterior) -> pd.DataFrame:

@@ -52,10 +52,27 @@ def test_label_studio_export(tmp_path):
     assert sorted(ann.worker_ids.tolist()) == ["3", "bo@example.org"]
     assert list(ann.classes) == ["Cat", "Dog"]
     gold = dict(zip(ann.item_ids.tolist(), ann.gold.tolist()))
-    assert gold == {"101": 0, "102": -1}
+    assert gold == {101: 0, 102: -1}  # Label Studio's integer task ids stay integers
     with pytest.warns(UserWarning):
         by_data = formats.read_label_studio(path, item="image")
     assert sorted(by_data.item_ids.tolist()) == ["/data/upload/1/cat1.jpg", "/data/upload/1/dog1.jpg"]
+
+
+def test_label_studio_integer_ids_sort_as_numbers(tmp_path):
+    tasks = []
+    for task_id in (2, 10, 1, 11):
+        task = json.loads(json.dumps(LS_EXPORT[1]))
+        task["id"] = task_id
+        task["annotations"] = task["annotations"][:1]
+        tasks.append(task)
+    path = tmp_path / "export.json"
+    path.write_text(json.dumps(tasks))
+    ann = formats.read_label_studio(path, classes=["Cat", "Dog"])
+    assert ann.item_ids.tolist() == [1, 2, 10, 11]  # as text they would order 1, 10, 11, 2
+    tasks[0]["id"] = "a-7"  # a mixed export: every id becomes text, so that they still sort
+    path.write_text(json.dumps(tasks))
+    mixed = formats.read_label_studio(path, classes=["Cat", "Dog"])
+    assert mixed.item_ids.tolist() == ["1", "10", "11", "a-7"]
 
 
 def test_label_studio_errors(tmp_path):
@@ -92,7 +109,7 @@ def test_label_studio_predictions_round_trip(tmp_path):
     first = next(t for t in written if t["data"]["image"].endswith("dog1.jpg"))
     pred = first["predictions"][0]
     assert pred["result"][0]["value"]["choices"] == ["Dog"] and pred["result"][0]["type"] == "choices"
-    assert pred["score"] == pytest.approx(float(post.confidence[list(ann.item_ids).index("102")]))
+    assert pred["score"] == pytest.approx(float(post.confidence[list(ann.item_ids).index(102)]))
     with pytest.raises(ValueError, match="item 'nope' is not a task"):
         formats.write_label_studio_predictions(
             pd.DataFrame({"item": ["nope"], "label": ["Cat"], "confidence": [0.9]}), out, tasks=path)

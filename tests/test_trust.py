@@ -100,6 +100,15 @@ def test_minibatch_svi_says_it_cannot_clamp():
         ci.fit(ann, "dawid_skene", "svi", batch_items=10, use_gold=True)
 
 
+def test_use_gold_without_gold_is_an_error():
+    df, _ = crowd(3)
+    for model in ("dawid_skene", None):  # a named model and the default's selection
+        with pytest.raises(ValueError, match="use_gold=True, but the annotations carry no gold"):
+            ci.fit(df, model, use_gold=True)
+    with pytest.raises(ValueError, match="'use_gold' must be True or False"):
+        ci.fit(df, "dawid_skene", use_gold="yes")
+
+
 def test_worker_prior_from_gold_stays_without_clamping():
     """prior='worker' (seed 000 A.4 B) is built from the gold whether or not the gold is clamped."""
     df, truth = crowd(4)
