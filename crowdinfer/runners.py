@@ -31,6 +31,7 @@ from .models import (
 from .ops import expected_confusion_counts, label_posterior, standardise
 from .options import LearnedPriorOptions, LoopOptions, PriorOptions, SviOptions
 from .posterior import Posterior
+from .selection import annotation_folds
 
 __all__ = ["loop_runner", "nuts_runner", "svi_runner", "community_runner", "glad_runner",
            "majority_vote_runner", "label_prior_part", "run_loop", "em_start"]
@@ -190,7 +191,7 @@ def _classifier_prior(annotations: Annotations, spec: Spec, data, crowd,
         train_mask, gold), {"scale": jnp.zeros(()), "bias": base}, max_iter=iterations)
     # the guard: each half of every item's answers predicted from the other half, with and
     # without the classifier's prior (its weight refitted on the other half's evidence)
-    half = learned_prior.annotation_halves(annotations.item, n, seed)
+    half = annotation_folds(annotations, 2, seed)  # as the default's holdout splits them
     pad = data.weight.shape[0] - annotations.n_annotations
     weights = annotations.weights
     rows = data.rows_only()

@@ -55,7 +55,7 @@ import warnings
 import numpy as np
 
 from . import identifiability
-from .annotations import Annotations, capacity_bucket
+from .annotations import Annotations, capacity_bucket, deal_folds
 from .posterior import Posterior
 
 __all__ = ["CANDIDATES", "CRITERION", "CRITERIA", "CAVITY", "DEFAULT_FOLDS", "select", "choose",
@@ -142,26 +142,13 @@ def _subset(annotations: Annotations, keep: np.ndarray, capacity: int) -> Annota
     )
 
 
-def _fold_of(annotations: Annotations, folds: int, seed: int) -> np.ndarray:
-    """Fold of each annotation: a random permutation, dealt round-robin within each item, so
-    every item with at least ``folds`` annotations keeps some in every training set."""
-    rng = np.random.default_rng(seed)
-    n = annotations.n_annotations
-    # shuffled within item: item + u (u uniform in [0, 1)) sorts by item, then by u -- the order
-    # np.lexsort((u, item)) gives, ten times faster on 10^5+ answers
-    order = np.argsort(annotations.item + rng.random(n), kind="stable")
+def annotation_folds(annotations: Annotations, folds: int, seed: int) -> np.ndarray:
+    """Fold of each annotation (:func:`~crowdinfer.annotations.deal_folds`): every item with at
+    least ``folds`` annotations keeps some in every training set."""
     item = annotations.item
-    if np.all(item[1:] >= item[:-1]):  # sorted by item (as every Annotations is): item[order]
-        counts = annotations.rows_per_item()  # is item itself, and each item's rows are a block
-        start = np.repeat(np.cumsum(counts) - counts, counts)
-    else:
-        item = item[order]
-        start = np.searchsorted(item, item, side="left")  # first row of each item (sorted)
-    rank = np.arange(n) - start
-    offset = rng.integers(0, folds, size=annotations.n_items)[item]  # random start per item
-    fold = np.empty(n, np.int64)
-    fold[order] = (rank + offset) % folds
-    return fold
+    is_sorted = bool(np.all(item[1:] >= item[:-1]))  # as every Annotations is
+    return deal_folds(item, annotations.n_items, folds, seed,
+                      annotations.rows_per_item() if is_sorted else None)
 
 
 def _log_predictive(post: Posterior, annotations: Annotations, rows: np.ndarray) -> np.ndarray:
@@ -435,7 +422,7 @@ def held_out_scores(annotations: Annotations, candidates=CANDIDATES, folds: int 
 
     if folds < 2:
         raise ValueError(f"folds must be at least 2, got {folds}")
-    fold = _fold_of(annotations, folds, seed)
+    fold = annotation_folds(annotations, folds, seed)
     capacity = capacity_bucket(annotations.n_annotations)
     subsets = [(np.flatnonzero(fold == f), _subset(annotations, fold != f, capacity))
                for f in range(folds)]
@@ -484,7 +471,7 @@ def cavity_scores(annotations: Annotations, candidates, temperatures=TEMPERATURE
 def holdout_scores(annotations: Annotations, candidates=CANDIDATES, seed: int = 0,
                    **options) -> tuple[dict, dict, np.ndarray]:
     """The ``"holdout"`` criterion: every candidate is fitted on half of each item's answers
-    (:func:`_fold_of` with 2 folds, at the half's own size) and scored by the exact held-out
+    (:func:`annotation_folds` with 2 folds, at the half's own size) and scored by the exact held-out
     log-likelihood per answer of the other half.  Unlike the cavity it needs no closed form and
     is not optimistic for models with many parameters per worker (Dawid-Skene's K(K-1) against
     one-coin's 1): the cavity removes an answer from its item and its worker but not from the
@@ -494,7 +481,7 @@ def holdout_scores(annotations: Annotations, candidates=CANDIDATES, seed: int = 
     from .fit import MODELS, fit
     from .options import options_for
 
-    fold = _fold_of(annotations, 2, seed)
+    fold = annotation_folds(annotations, 2, seed)
     rows = np.flatnonzero(fold == 1)
     if annotations.weight is not None:  # a weight-0 answer is no evidence, held out or not
         rows = rows[annotations.weight[rows] > 0]

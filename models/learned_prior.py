@@ -333,19 +333,6 @@ def held_out_weight(log_probs, log_lik, log_theta, item, held, weight, max_iter:
     return jnp.maximum(best["scale"], 0.0)
 
 
-def annotation_halves(item: np.ndarray, n_items: int, seed: int = 0) -> np.ndarray:
-    """0 or 1 for every annotation (``item``: each one's item): a random permutation dealt
-    alternately within each item from a random start, so an item with two or more answers has
-    some in each half (as :func:`crowdinfer.selection.holdout_scores` splits them)."""
-    rng = np.random.default_rng(seed)
-    order = np.argsort(item + rng.random(len(item)), kind="stable")  # by item, shuffled within
-    sorted_item = item[order]
-    rank = np.arange(len(item)) - np.searchsorted(sorted_item, sorted_item, side="left")
-    half = np.empty(len(item), np.int64)
-    half[order] = (rank + rng.integers(0, 2, size=n_items)[sorted_item]) % 2
-    return half
-
-
 @jax.jit
 def held_out_gain(log_probs, weight, base, log_lik, confusion, worker, label, item, held):
     """Per item (N,): how much better the posterior under the weighted classifier prior predicts

@@ -130,7 +130,7 @@ def test_holdout_scores_only_the_held_out_half(sparse_crowd):
     predictive; the temperature search agrees with a grid over the same rows."""
     ann, _ = sparse_crowd
     scores, posts, rows = selection.holdout_scores(ann, ["one_coin"])
-    fold = selection._fold_of(ann, 2, 0)
+    fold = selection.annotation_folds(ann, 2, 0)
     np.testing.assert_array_equal(rows, np.flatnonzero(fold == 1))
     post = posts["one_coin"]
     assert post.annotations.n_annotations == int((fold == 0).sum())
@@ -203,7 +203,7 @@ def test_bad_selection_arguments(task):
 
 def test_folds_keep_every_busy_item_in_every_training_set(task):
     ann = task.annotations
-    fold = selection._fold_of(ann, 3, seed=0)
+    fold = selection.annotation_folds(ann, 3, seed=0)
     per_item = np.zeros((ann.n_items, 3), int)
     np.add.at(per_item, (ann.item, fold), 1)
     busy = ann.annotations_per_item() >= 3
@@ -245,7 +245,7 @@ def test_half_fits_keep_the_annotations_weights(task):
     ann = task.annotations
     weight = np.where(np.arange(ann.n_annotations) % 3 == 0, 0.25, 1.0).astype(np.float32)
     weighted = dataclasses.replace(ann, weight=weight)
-    keep = selection._fold_of(weighted, 2, 0) == 0
+    keep = selection.annotation_folds(weighted, 2, 0) == 0
     half = selection._subset(weighted, keep, 1024)
     np.testing.assert_array_equal(half.weight, weight[keep])
     np.testing.assert_array_equal(half.item, ann.item[keep])
