@@ -503,6 +503,9 @@ def main(part: str) -> None:
         raise SystemExit(__doc__)
 
 
+PARTS = ("defaults", "iterations", "iterations2", "big", "big1", "outofcore", "multiprocess")
+
+
 def _load(part: str):
     f = RESULTS / f"{part}.json"
     return json.loads(f.read_text()) if f.exists() else None
@@ -528,12 +531,16 @@ def _slopes(rows) -> list[tuple]:
 
 def _targets(d, rows) -> list[str]:
     """The issue's targets, each PASS or FAIL from the tables below."""
+    runs = []
+    for part in PARTS:
+        got = _load(part)
+        if got is not None:
+            runs.append(f"{part} {got.get('date', '?')} on {got.get('machine', {}).get('cpu', '?')}"
+                        f" (commit {str(got.get('machine', {}).get('commit', '?')).split(' ')[0]})")
     out = ["## Targets (issue 11), from the tables below\n",
-           "The tables mix runs of different days; the 1-minute load average on the 2 cores is "
-           "written next to each number. The defaults and the 1-device rows (10^8 included) were re-run on a "
-           "quiet machine (load 0.2-1.5: our own job); the 2-device rows ran while the machine "
-           "was shared (load 6-8), where every time, crowd-kit's included, is at a fraction of "
-           "the machine. Every time is the best of repeated calls.\n"]
+           "Each part's run: " + "; ".join(runs) + ". The 1-minute load average on the 2 cores "
+           "is written next to each number (about 1-2 is this benchmark alone: XLA runs on both "
+           "cores). Every time is the best of repeated calls.\n"]
     at = [r for r in (d["rows"] if d else []) if r.get("n") == 5 * 10**5 and "error" not in r]
     for r in at:
         for name, label in (("dawid_skene", '`ci.fit(ann, "dawid_skene")`'),
@@ -640,17 +647,20 @@ def report() -> None:
                  "(`CrowdData.slots`, S x N worker-label codes): the E-step's item sums are one "
                  "fused pass of gathers slot by slot and the expected counts a scatter of the "
                  "posterior per slot, no (annotations, K) array is written. Layout `rows`: sharded "
-                 "over several devices (and in runs before the layout existed) the sums gather "
+                 "over several devices the sums gather "
                  "(annotations, K) rows and segment-sum them, chunk by chunk above 64 MB. "
                  "Per iteration = (time of 6 iterations - time of 1) / 5, best of 10 up to 10^6 "
-                 "and of 4 at 10^7 (3 in runs before the layout), of 2 at 10^8 (one call in runs "
-                 "before 2026-12-02, the 6-iteration call including its ~1 s compilation). The CPU time is that of all "
+                 "and of 4 at 10^7, of 2 at 10^8. The CPU time is that of all "
                  "the process's threads (XLA runs loop fusions on 2), which other jobs stretch less "
                  "than the wall time; the ratio to the bound is of the wall time. "
                  "Bound = the bytes an iteration must move (12 B per annotation: item, worker, label; "
                  "8 B per item and class: the posterior written and read) / the memory bandwidth "
                  "of one core measured in the same process (numpy `a + b`, 2 reads + 1 write). "
-                 "Peak RSS of the whole subprocess (data included).\n")
+                 "Peak RSS of the whole subprocess (data included). The bound is not reachable by this "
+                 "algorithm at K = 10: the expected counts scatter the posterior once per slot (S "
+                 "reads of the (N, K) posterior, not one), and XLA's CPU gather and scatter move a "
+                 "row of K floats element by element, so K = 10 takes 3-4.5x K = 2's time per "
+                 "annotation in the table (its bound is 1.2-1.5x K = 2's).\n")
         L.append("| annotations | K | device | layout | s / iteration | same run, layout `rows` "
                  "| CPU s / iteration, layout / `rows` | bound s | ratio | bandwidth GB/s "
                  "| peak RSS GB | load |")
