@@ -88,6 +88,12 @@ def _weighted(values: jax.Array, weight: jax.Array) -> jax.Array:
     return values * weight.reshape(weight.shape + (1,) * (values.ndim - 1))
 
 
+def _sum_by_item(data: CrowdData, values: jax.Array) -> jax.Array:
+    """``out[i] = sum_{n: i_n = i} w_n values[n]`` over the annotation rows (padding: weight 0)."""
+    # no indices_are_sorted=True: on the XLA CPU backend that path is twice as slow
+    return jax.ops.segment_sum(_weighted(values, data.weight), data.item, data.n_items)
+
+
 def item_sum(data: CrowdData, per_annotation) -> jax.Array:
     """``out[i] = sum_{n: i_n = i} w_n f(rows)[n]`` for ``f = per_annotation``, a function of
     annotation rows (a :class:`CrowdData`) returning one value (or row of values) per row; shape
@@ -97,8 +103,7 @@ def item_sum(data: CrowdData, per_annotation) -> jax.Array:
     each slot's N rows (:func:`slot_rows`), added up in one fusion (blocks of
     :data:`SLOT_BLOCK` slots above :data:`SLOT_UNROLL`)."""
     if data.slots is None:
-        return jax.ops.segment_sum(_weighted(per_annotation(data), data.weight), data.item,
-                                   data.n_items)
+        return _sum_by_item(data, per_annotation(data))
 
     n_slots = data.slots.shape[0]
     size = n_slots if n_slots <= SLOT_UNROLL or n_slots % SLOT_BLOCK else SLOT_BLOCK
@@ -123,9 +128,7 @@ def item_sum(data: CrowdData, per_annotation) -> jax.Array:
 def item_log_likelihood(data: CrowdData, annotation_log_lik: jax.Array) -> jax.Array:
     """``L[i, k] = sum_{n: i_n = i} log p(z_n | y_i = k, ...)``, shape (N, K), from the
     per-annotation log-likelihoods ``G[n, k]`` (padding rows count for nothing)."""
-    g = annotation_log_lik * data.weight[:, None]  # finite everywhere: probabilities are floored
-    # no indices_are_sorted=True: on the XLA CPU backend that path is twice as slow
-    return jax.ops.segment_sum(g, data.item, data.n_items)
+    return _sum_by_item(data, annotation_log_lik)  # finite everywhere: probabilities are floored
 
 
 def expected_confusion_counts(data: CrowdData, label_probs: jax.Array) -> jax.Array:
