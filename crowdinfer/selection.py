@@ -558,8 +558,8 @@ def holdout_temperature(post: Posterior, annotations: Annotations, rows: np.ndar
         return 1.0, 0.0
 
     if _HOLDOUT_TEMPERATURE is None:
-        _HOLDOUT_TEMPERATURE = jax.jit(lambda lq, theta, weight, bounds: _golden_temperature(
-            _tempered_mean(lq, theta, weight), bounds))
+        _HOLDOUT_TEMPERATURE = jax.jit(lambda q, theta, weight, bounds: _golden_temperature(
+            _tempered_mean(jnp.log(jnp.maximum(q, 1e-30)), theta, weight), bounds))
     if len(rows) > CAVITY_TEMPERATURE_ROWS:
         rows = np.sort(np.random.default_rng(seed).choice(rows, CAVITY_TEMPERATURE_ROWS,
                                                           replace=False))
@@ -568,7 +568,7 @@ def holdout_temperature(post: Posterior, annotations: Annotations, rows: np.ndar
                                                    annotations.label[rows]]
     weight = None if annotations.weight is None else annotations.weight[rows]
     bounds = np.asarray([np.min(grid), np.max(grid)], np.float32)
-    t, gain = _HOLDOUT_TEMPERATURE(jnp.log(jnp.maximum(q, 1e-30)), theta, weight, bounds)
+    t, gain = _HOLDOUT_TEMPERATURE(q, theta, weight, bounds)  # one program, the log included
     return float(t), max(float(gain), 0.0)
 
 
