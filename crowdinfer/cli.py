@@ -274,6 +274,10 @@ def _cmd_fit(args) -> int:
     post = fit(ann, model=model, method=method, **options)
     _say(f"{post.model}/{post.method}: {post.n_iter} iterations, converged={post.converged}, "
          f"{post.options['seconds']:.2f}s")
+    if post.selection is not None:
+        from .selection import describe
+
+        _say(describe(post.selection))
     labels = post.to_pandas()
     if args.out:
         labels.to_csv(args.out, index=False)
@@ -427,6 +431,10 @@ def _report_tables(args, out: Path, post, idata, figures) -> list:
     lines = [f"# crowdinfer report: {Path(args.annotations).name}", "",
              f"- model: {post.model}, engine: {post.method}, {ann!r}",
              f"- posterior draws: {idata.posterior.attrs['draws']}"]
+    if post.selection is not None:
+        from .selection import describe
+
+        lines.append(f"- model choice: {describe(post.selection)}")
     if post.diagnostics:
         for site, d in post.diagnostics.items():
             lines.append(f"- NUTS {site}: max r_hat {d['max_r_hat']:.3f}, min ESS {d['min_ess']:.0f}")

@@ -87,6 +87,17 @@ class Posterior:
             f"converged={self.converged})"
         )
 
+    def selection_table(self):
+        """What ``fit(ann)`` with no model chose, and why: one row per candidate model with its
+        held-out log-likelihood per answer, the standard error of its difference from the chosen
+        one, the temperature and which was chosen (:func:`crowdinfer.selection.table`)."""
+        from .selection import table
+
+        if self.selection is None:
+            raise ValueError(f"this posterior comes from fit(..., model={self.model!r}): no model "
+                             "was chosen; fit without a model to get the choice and its scores")
+        return table(self.selection)
+
     # ------------------------------------------------------------------ labels
     @property
     def labels(self) -> np.ndarray:

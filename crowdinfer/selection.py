@@ -661,3 +661,43 @@ def select(annotations: Annotations, candidates=None, folds: int = DEFAULT_FOLDS
         "seconds": time.perf_counter() - start,
     }
     return post
+
+
+def table(selection: dict):
+    """``post.selection`` as a DataFrame, one row per candidate: its held-out log-likelihood per
+    answer (higher is better), the paired standard error of its difference from the chosen one,
+    the temperature (the chosen one's), the seconds its scoring took, and which was chosen."""
+    import pandas as pd
+
+    chosen, scores = selection["chosen"], selection.get("scores") or {}
+    rows = [{"model": name,
+             "held_out_log_lik": sc.get("score"),
+             "se_vs_chosen": (sc.get("se") or {}).get(chosen),
+             "temperature": sc.get("temperature"),
+             "seconds": sc.get("seconds"),
+             "chosen": name == chosen} for name, sc in scores.items()]
+    if not rows:  # nothing was scored (one candidate, or too few answers)
+        rows = [{"model": chosen, "held_out_log_lik": None, "se_vs_chosen": None,
+                 "temperature": None, "seconds": None, "chosen": True}]
+    return pd.DataFrame(rows)
+
+
+def describe(selection: dict) -> str:
+    """One line: what the default chose and why (``post.selection``)."""
+    chosen, scores = selection["chosen"], selection.get("scores") or {}
+    if not scores:
+        return f"chose {chosen}: {selection['rule']}"
+    best = max(scores, key=lambda m: scores[m]["score"])
+    mine = scores[chosen]["score"]
+    others = ", ".join(f"{m} {sc['score']:.4f}" + (
+        f" (difference {mine - sc['score']:+.4f} ± {sc['se'][chosen]:.4f})"
+        if (sc.get("se") or {}).get(chosen) is not None else "")
+        for m, sc in scores.items() if m != chosen)
+    why = (" (the best score)" if best == chosen else
+           f" (within one standard error of {best}'s, and fewer parameters per worker)")
+    line = (f"chose {chosen}{why}: held-out log-likelihood per answer {mine:.4f}"
+            f" against {others} [{selection['criterion']}, no gold]")
+    if selection.get("temperature", 1.0) != 1.0:
+        line += f"; probabilities tempered by T = {selection['temperature']:.2f}"
+    return line
+

@@ -31,6 +31,16 @@ def test_fit_writes_labels_confusions_and_prints_gold_accuracy(tmp_path, capsys,
     assert len(pd.read_csv(skills)) == 109
 
 
+def test_fit_without_a_model_says_what_it_chose_and_why(tmp_path, capsys):
+    task = ci.datasets.synthetic(n_items=200, n_workers=12, n_classes=3, seed=5)
+    path = tmp_path / "a.csv"
+    task.annotations.to_dataframe().to_csv(path, index=False)
+    assert main(["fit", str(path), "--out", str(tmp_path / "labels.csv")]) == 0
+    err = capsys.readouterr().err
+    chosen = ci.fit(task.annotations).selection["chosen"]
+    assert f"chose {chosen} (" in err and "held-out log-likelihood per answer" in err
+
+
 def test_fit_reports_bad_input_clearly(tmp_path, capsys):
     bad = tmp_path / "bad.csv"
     bad.write_text("item,worker,answer\n1,2,3\n")

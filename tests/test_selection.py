@@ -36,6 +36,29 @@ def test_default_reports_candidates_scores_and_choice(task, default):
     assert "held-out log-likelihood" in sel["rule"]
 
 
+def test_the_choice_as_a_table_and_a_sentence(task, default):
+    table = default.selection_table()
+    sel = default.selection
+    assert list(table.model) == sel["candidates"] and table.chosen.sum() == 1
+    row = table.set_index("model")
+    assert row.chosen[sel["chosen"]]
+    for name in sel["candidates"]:
+        assert row.held_out_log_lik[name] == sel["scores"][name]["score"]
+    other = next(c for c in sel["candidates"] if c != sel["chosen"])
+    assert row.se_vs_chosen[other] == sel["scores"][other]["se"][sel["chosen"]] > 0
+    line = selection.describe(sel)
+    assert line.startswith(f"chose {sel['chosen']} (the best score)")
+    assert f"{other} {sel['scores'][other]['score']:.4f} (difference +" in line
+    assert f"T = {sel['temperature']:.2f}" in line
+    # the one-standard-error rule says so when it passes over the best score
+    tie = {**sel, "chosen": "one_coin", "temperature": 1.0,
+           "scores": {"dawid_skene": {"score": -1.0, "se": {"one_coin": 0.2}},
+                      "one_coin": {"score": -1.1, "se": {"dawid_skene": 0.2}}}}
+    assert "within one standard error of dawid_skene's" in selection.describe(tie)
+    with pytest.raises(ValueError, match="no model was chosen"):
+        fit(task.annotations, "dawid_skene").selection_table()
+
+
 def test_golden_section_temperature_matches_a_grid(task):
     """The temperature search (golden section on log T) finds the grid's best to grid precision."""
     import jax.numpy as jnp
