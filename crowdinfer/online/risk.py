@@ -91,7 +91,8 @@ def loo_temperature(data, log_lik: jnp.ndarray, log_q: jnp.ndarray, counts=None,
     if counts is not None:
         q_n = jnp.exp(log_q)[data.item]  # (capacity, K)
         own = counts[data.worker, :, data.label] + pseudo[:, data.label].T - q_n
-        rows = counts[data.worker].sum(-1) + pseudo.sum(-1)[None, :] - q_n
+        # row totals per worker first, then gathered: (capacity, K), never (capacity, K, K)
+        rows = counts.sum(-1)[data.worker] + pseudo.sum(-1)[None, :] - q_n
         log_lik = jnp.log(jnp.maximum(own, 1e-6)) - jnp.log(jnp.maximum(rows, 1e-6))
 
     def score(t):
