@@ -132,6 +132,12 @@ def fit(annotations: Annotations, model: str | None = None, method: str | None =
     if unidentified is not None:
         posterior.warnings.append(unidentified)
         warnings.warn(unidentified, stacklevel=2)
+    if method in ("em", "vb") and not posterior.converged:  # the loop ran out of iterations
+        stopped = (f"{model}/{method} stopped at its iteration limit ({posterior.n_iter}) before "
+                   "its stopping rule fired: the estimates may still be moving; pass a larger "
+                   "max_iter= (post.history holds the objective per iteration)")
+        posterior.warnings.append(stopped)
+        warnings.warn(stopped, stacklevel=2)
     posterior.options["seconds"] = time.perf_counter() - start
     return posterior
 

@@ -80,11 +80,15 @@ def test_stopping_rules(task):
     soft = ci.fit(ann, stop="soft", tol=1e-3)
     tight = ci.fit(ann, stop="soft", tol=1e-7)
     hard = ci.fit(ann, stop="hard")
-    capped = ci.fit(ann, stop="objective", tol=0.0, max_iter=7)
+    with pytest.warns(UserWarning, match=r"stopped at its iteration limit \(7\) before its stopping"):
+        capped = ci.fit(ann, "dawid_skene", stop="objective", tol=0.0, max_iter=7)
+    assert any("iteration limit" in w for w in capped.warnings)
+    assert not any("iteration limit" in w for w in soft.warnings + tight.warnings + hard.warnings)
     assert soft.converged and soft.n_iter < tight.n_iter
     assert hard.converged and hard.n_iter <= tight.n_iter
     # the hard rule fired because its last iteration moved no argmax label (seed 000 eq. 5)
-    before = ci.fit(ann, stop="objective", tol=0.0, max_iter=hard.n_iter - 1)
+    with pytest.warns(UserWarning, match="iteration limit"):
+        before = ci.fit(ann, stop="objective", tol=0.0, max_iter=hard.n_iter - 1)
     assert np.array_equal(before.labels, hard.labels)
     assert not np.array_equal(before.label_probs, hard.label_probs)
     assert capped.n_iter == 7 and not capped.converged and len(capped.history) == 7
