@@ -79,8 +79,11 @@ class CrowdEstimator:
 
         ann = Annotations.from_dataframe(data) if not isinstance(data, Annotations) else data
         options = dict(self.options)
-        if true_labels is not None:  # crowd-kit: gold tasks keep their label while EM runs
-            ann = ann.with_gold(true_labels)
+        if true_labels is not None and len(true_labels):  # crowd-kit: gold tasks keep their
+            ann = ann.with_gold(true_labels)                 # label while EM runs
+            if not (ann.gold >= 0).any():
+                raise ValueError(f"true_labels names {len(true_labels)} task(s), none of them a "
+                                 "task of data: nothing to fix")
             options["use_gold"] = True
         self.posterior_ = fit(ann, self.model, self.method, **options)
         self._set_attributes(self.posterior_)

@@ -89,6 +89,8 @@ def fit(annotations: Annotations, model: str | None = None, method: str | None =
 
     if isinstance(annotations, pd.DataFrame):
         annotations = Annotations.from_dataframe(annotations)
+    if not isinstance(annotations, Annotations):
+        raise TypeError(f"fit needs Annotations or a DataFrame, got {type(annotations).__name__}")
     _check_use_gold(annotations, options.get("use_gold", False))
     calibration = CalibrationOptions.take(options)
     if calibration.calibrate:
@@ -113,8 +115,6 @@ def fit(annotations: Annotations, model: str | None = None, method: str | None =
     runner = entry.methods[method]
     use_gold = options.pop("use_gold", False)
     options = validate_options(model, method, options, runner)
-    if not isinstance(annotations, Annotations):
-        raise TypeError(f"fit needs Annotations or a DataFrame, got {type(annotations).__name__}")
     given, clamped = annotations, None
     if annotations.gold is not None:
         if use_gold:
@@ -133,9 +133,10 @@ def fit(annotations: Annotations, model: str | None = None, method: str | None =
         posterior.warnings.append(unidentified)
         warnings.warn(unidentified, stacklevel=2)
     if method in ("em", "vb") and not posterior.converged:  # the loop ran out of iterations
-        stopped = (f"{model}/{method} stopped at its iteration limit ({posterior.n_iter}) before "
-                   "its stopping rule fired: the estimates may still be moving; pass a larger "
-                   "max_iter= (post.history holds the objective per iteration)")
+        stopped = (f"{model}/{method} stopped at its iteration limit, after {posterior.n_iter} "
+                   "iterations, before its stopping rule fired: the estimates may still be "
+                   f"moving; fit(ann, {model!r}, max_iter=...) with a larger limit "
+                   "(post.history holds the objective per iteration)")
         posterior.warnings.append(stopped)
         warnings.warn(stopped, stacklevel=2)
     posterior.options["seconds"] = time.perf_counter() - start

@@ -687,14 +687,19 @@ def describe(selection: dict) -> str:
     chosen, scores = selection["chosen"], selection.get("scores") or {}
     if not scores:
         return f"chose {chosen}: {selection['rule']}"
-    best = max(scores, key=lambda m: scores[m]["score"])
+    names = list(scores)
+    best = max(names, key=lambda m: (scores[m]["score"], -names.index(m)))  # as choose()
     mine = scores[chosen]["score"]
     others = ", ".join(f"{m} {sc['score']:.4f}" + (
         f" (difference {mine - sc['score']:+.4f} ± {sc['se'][chosen]:.4f})"
         if (sc.get("se") or {}).get(chosen) is not None else "")
         for m, sc in scores.items() if m != chosen)
-    why = (" (the best score)" if best == chosen else
-           f" (within one standard error of {best}'s, and fewer parameters per worker)")
+    if best == chosen:
+        why = " (the best score)"
+    else:
+        margin = max(TIE, (scores[best].get("se") or {}).get(chosen, 0.0))
+        why = (f" (within {margin:.4f} of {best}'s score -- one paired standard error, at least "
+               f"{TIE:g} -- and no more parameters per worker)")
     line = (f"chose {chosen}{why}: held-out log-likelihood per answer {mine:.4f}"
             f" against {others} [{selection['criterion']}, no gold]")
     if selection.get("temperature", 1.0) != 1.0:

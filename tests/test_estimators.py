@@ -92,6 +92,12 @@ def test_true_labels_fix_the_gold_tasks(task, df):
     truth = pd.Series(ann.classes[ann.gold], index=free.index)
     rest = ann.item_ids[30:]
     assert (guided.loc[rest] == truth.loc[rest]).mean() >= (free.loc[rest] == truth.loc[rest]).mean()
+    # no true labels is a plain fit; true labels of no task of the data are a mistake, said so
+    empty = pd.Series([], dtype=object, index=pd.Index([], name="task"))
+    assert (E.DawidSkene().fit_predict(df, true_labels=empty) == free).all()
+    stray = pd.Series(ann.classes[:1], index=pd.Index(["not-a-task"], name="task"))
+    with pytest.raises(ValueError, match="none of them a task of data|not-a-task"):
+        E.DawidSkene().fit_predict(df, true_labels=stray)
 
 
 @pytest.mark.slow

@@ -54,7 +54,7 @@ def test_the_choice_as_a_table_and_a_sentence(task, default):
     tie = {**sel, "chosen": "one_coin", "temperature": 1.0,
            "scores": {"dawid_skene": {"score": -1.0, "se": {"one_coin": 0.2}},
                       "one_coin": {"score": -1.1, "se": {"dawid_skene": 0.2}}}}
-    assert "within one standard error of dawid_skene's" in selection.describe(tie)
+    assert "within 0.2000 of dawid_skene's score" in selection.describe(tie)
     with pytest.raises(ValueError, match="no model was chosen"):
         fit(task.annotations, "dawid_skene").selection_table()
 
