@@ -82,6 +82,10 @@ LOOSER = {
     # the objective rule stops it: up to 2.0e-3 in a label probability over 16 (seed, renaming)
     # pairs. With tol=1e-8 one pair went to another optimum (0.15 apart): the ridge is flat.
     "hierarchical_ds": 5e-3,
+    # the same mechanism, smaller: at its default tolerance VB stops while a confusion still moves
+    # by ~1e-4 (seed 2571 / renaming 71: 1.1e-4 at 44 iterations in both runs; with tol=1e-7,
+    # 66 iterations, 9e-8). Label flips -- what this test caught before -- are far above this.
+    "community_bcc": 5e-4,
 }
 
 
