@@ -89,8 +89,6 @@ def fit(annotations: Annotations, model: str | None = None, method: str | None =
 
     if isinstance(annotations, pd.DataFrame):
         annotations = Annotations.from_dataframe(annotations)
-    if not isinstance(annotations, Annotations):
-        raise TypeError(f"fit needs Annotations or a DataFrame, got {type(annotations).__name__}")
     _check_use_gold(annotations, options.get("use_gold", False))
     calibration = CalibrationOptions.take(options)
     if calibration.calibrate:
@@ -114,7 +112,9 @@ def fit(annotations: Annotations, model: str | None = None, method: str | None =
         )
     runner = entry.methods[method]
     use_gold = options.pop("use_gold", False)
-    options = validate_options(model, method, options, runner)
+    options = validate_options(model, method, options, runner)  # options first, then the data
+    if not isinstance(annotations, Annotations):
+        raise TypeError(f"fit needs Annotations or a DataFrame, got {type(annotations).__name__}")
     given, clamped = annotations, None
     if annotations.gold is not None:
         if use_gold:
@@ -147,7 +147,9 @@ def _check_use_gold(annotations, use_gold) -> None:
     """``use_gold=True`` asks for gold labels to clamp: without any, it is a mistake to say so."""
     if not isinstance(use_gold, bool):
         raise ValueError(f"option 'use_gold' must be True or False, got {use_gold!r}")
-    gold = getattr(annotations, "gold", None)
+    if not isinstance(annotations, Annotations):
+        return  # not annotations at all: fit says so, after checking the options
+    gold = annotations.gold
     if use_gold and (gold is None or not (gold >= 0).any()):
         raise ValueError("use_gold=True, but the annotations carry no gold label: attach them "
                          "with Annotations.with_gold({item: label}) (or from_dataframe(..., "
