@@ -112,12 +112,22 @@ def choose(scores: dict, names, n_classes: int = 3) -> str:
     worker (:data:`WORKER_PARAMETERS`; unknown models count K^2) among those within one standard
     error (at least :data:`TIE`) of the best score, then the earlier in ``names``."""
     names = list(names)
-    best = max(names, key=lambda c: (scores[c]["score"], -names.index(c)))
-    se = scores[best].get("se") or {}
+    best = _best(scores, names)
     near = [c for c in names
-            if scores[c]["score"] >= scores[best]["score"] - max(TIE, se.get(c, 0.0))]
+            if scores[c]["score"] >= scores[best]["score"] - _margin(scores, best, c)]
     return min(near, key=lambda c: (WORKER_PARAMETERS.get(c, lambda k: k * k)(n_classes),
                                     names.index(c)))
+
+
+def _best(scores: dict, names: list) -> str:
+    """The top score, ties to the earlier in ``names``."""
+    return max(names, key=lambda c: (scores[c]["score"], -names.index(c)))
+
+
+def _margin(scores: dict, best: str, other: str) -> float:
+    """How far below ``best`` ``other`` may score and still count as near it: one paired
+    standard error of their difference, at least :data:`TIE`."""
+    return max(TIE, (scores[best].get("se") or {}).get(other, 0.0))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -687,8 +697,7 @@ def describe(selection: dict) -> str:
     chosen, scores = selection["chosen"], selection.get("scores") or {}
     if not scores:
         return f"chose {chosen}: {selection['rule']}"
-    names = list(scores)
-    best = max(names, key=lambda m: (scores[m]["score"], -names.index(m)))  # as choose()
+    best = _best(scores, list(scores))
     mine = scores[chosen]["score"]
     others = ", ".join(f"{m} {sc['score']:.4f}" + (
         f" (difference {mine - sc['score']:+.4f} ± {sc['se'][chosen]:.4f})"
@@ -697,7 +706,7 @@ def describe(selection: dict) -> str:
     if best == chosen:
         why = " (the best score)"
     else:
-        margin = max(TIE, (scores[best].get("se") or {}).get(chosen, 0.0))
+        margin = _margin(scores, best, chosen)
         why = (f" (within {margin:.4f} of {best}'s score -- one paired standard error, at least "
                f"{TIE:g} -- and no more parameters per worker)")
     line = (f"chose {chosen}{why}: held-out log-likelihood per answer {mine:.4f}"
