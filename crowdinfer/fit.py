@@ -133,7 +133,9 @@ def fit(annotations: Annotations, model: str | None = None, method: str | None =
         posterior.warnings.append(unidentified)
         warnings.warn(unidentified, stacklevel=2)
     if method in ("em", "vb") and not posterior.converged:  # the loop ran out of iterations
-        stopped = (f"{model}/{method} stopped at its iteration limit, after {posterior.n_iter} "
+        # the learned prior's second stage (when kept) is one iteration on top of the crowd loop's
+        crowd_iterations = posterior.options.get("crowd_iterations", posterior.n_iter)
+        stopped = (f"{model}/{method} stopped at its iteration limit, after {crowd_iterations} "
                    "iterations, before its stopping rule fired: the estimates may still be "
                    f"moving; fit(ann, {model!r}, max_iter=...) with a larger limit "
                    "(post.history holds the objective per iteration)")

@@ -288,6 +288,7 @@ def loop_runner(model_name: str, method: str, workers: WorkerPart, offset: float
                         dataclasses.replace(loop, max_iter=1), options=recorded,
                         classifier=classifier, start=jnp.exp(crowd.log_q), data=data)
         post.n_iter, post.converged = int(crowd.iteration) + 1, bool(crowd.converged)
+        post.options["crowd_iterations"] = int(crowd.iteration)  # n_iter without stage 2's one
         return post
 
     return runner

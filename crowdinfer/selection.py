@@ -471,7 +471,9 @@ def cavity_scores(annotations: Annotations, candidates, temperatures=TEMPERATURE
     scores, posts = {}, {}
     for name in candidates:
         start = time.perf_counter()
-        posts[name] = fit(annotations, name, **options)
+        with warnings.catch_warnings():  # in post.warnings; select() repeats the chosen one's
+            warnings.simplefilter("ignore")
+            posts[name] = fit(annotations, name, **options)
         fitted = time.perf_counter()
         scores[name] = {**cavity_score(posts[name], temperatures),
                         "seconds": time.perf_counter() - start, "fit_seconds": fitted - start}
@@ -645,6 +647,8 @@ def select(annotations: Annotations, candidates=None, folds: int = DEFAULT_FOLDS
     refit = time.perf_counter()
     if chosen in posts and not use_gold:
         post = posts[chosen]  # the cavity's fit is the fit on all the annotations
+        for message in post.warnings:  # said once, for the model chosen (not for the others)
+            warnings.warn(message, stacklevel=3)
     else:
         post = fit(annotations, chosen, use_gold=use_gold, **options)
     refit = time.perf_counter() - refit

@@ -237,3 +237,15 @@ def test_features_can_be_passed_to_fit():
     x = centres[task.true_labels] + rng.normal(size=(600, 8))
     post = fit(task.annotations, label_prior="classifier", features=x)
     assert post.accuracy() > fit(task.annotations, "dawid_skene").accuracy() + 0.03
+
+
+def test_iteration_limit_warning_counts_the_crowd_loop(informative):
+    """With the learned prior kept, ``n_iter`` is the crowd loop's plus stage 2's one: the warning
+    of a capped fit names the limit the user set, not one more."""
+    task, x, _, plain = informative
+    cap = plain.n_iter - 1  # one short of where the crowd loop's rule fires
+    with pytest.warns(UserWarning, match=f"after {cap} iterations"):
+        post = fit(task.annotations, "dawid_skene", label_prior="classifier", features=x,
+                   hidden=(), max_iter=cap)
+    assert bool(post.classifier["params"]["guard"]["kept"]) and not post.converged
+    assert post.n_iter == cap + 1 and any(f"after {cap} iterations" in w for w in post.warnings)

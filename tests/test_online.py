@@ -257,8 +257,9 @@ def test_fold_split_is_balanced():
     assert set(np.bincount(f)) <= {333, 334}
 
 
-@pytest.mark.parametrize("name,ratio", [("lean", 0.85), ("efficient_annotation", 0.6),
-                                        ("mixmatch", 0.7)])
+@pytest.mark.parametrize("name,ratio", [  # the full framework in the default run; -m slow: all
+    pytest.param("lean", 0.85, marks=pytest.mark.slow), ("efficient_annotation", 0.6),
+    pytest.param("mixmatch", 0.7, marks=pytest.mark.slow)])
 def test_learner_presets_need_fewer_annotations_than_online_ds(task, name, ratio):
     """On a learnable task the learned prior finishes items with far fewer answers (seed 000);
     the full framework much more so than Lean (noisy cross-validation, hard EM stopping)."""
@@ -388,18 +389,26 @@ def test_sigkill_between_ingest_and_update_loses_nothing(tmp_path):
     script.write_text(SCRIPT.format(tests=os.path.dirname(__file__)))
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
 
-    def run(directory, kill):
-        return subprocess.run([sys.executable, str(script), str(directory), kill], env=env,
-                              capture_output=True, text=True, timeout=600)
+    def start(directory, kill):
+        return subprocess.Popen([sys.executable, str(script), str(directory), kill], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
-    killed = run(tmp_path / "a", "3")
-    assert killed.returncode == -9, killed.stderr[-2000:]
+    def finish(process):
+        try:
+            _, err = process.communicate(timeout=600)
+        finally:
+            process.kill()  # a no-op once it has ended
+        return process.returncode, err
+
+    clean = start(tmp_path / "b", "none")  # the uninterrupted run, beside the killed one
+    code, err = finish(start(tmp_path / "a", "3"))
+    assert code == -9, err[-2000:]
     acknowledged = Ledger(tmp_path / "a" / "ledger.sqlite").read()
     assert acknowledged["step"].max() == 3  # step 3's answers were acknowledged, not yet used
-    resumed = run(tmp_path / "a", "none")
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    clean = run(tmp_path / "b", "none")
-    assert clean.returncode == 0, clean.stderr[-2000:]
+    code, err = finish(start(tmp_path / "a", "none"))  # resumed
+    assert code == 0, err[-2000:]
+    code, err = finish(clean)
+    assert code == 0, err[-2000:]
     a = Ledger(tmp_path / "a" / "ledger.sqlite").read()
     b = Ledger(tmp_path / "b" / "ledger.sqlite").read()
     cols = ["item", "worker", "label", "step"]

@@ -128,6 +128,18 @@ def sparse_crowd():
     return dataclasses.replace(t.annotations, gold=None), t.true_labels
 
 
+def test_cavity_warns_only_for_the_model_it_chose(task):
+    """criterion="cavity" fits every candidate on all the data: a candidate not chosen must not
+    warn (here every fit is capped at 2 iterations; only the chosen model's warning is said)."""
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        post = selection.select(task.annotations, candidates=("dawid_skene", "one_coin"),
+                                criterion="cavity", temper_probs=False, max_iter=2)
+    limits = [str(w.message) for w in said if "iteration limit" in str(w.message)]
+    assert len(limits) == 1 and limits[0].startswith(post.model + "/"), limits
+    assert limits[0] in post.warnings
+
+
 def test_holdout_is_not_fooled_where_the_cavity_overrates_dawid_skene(sparse_crowd):
     """On a sparse one-coin crowd the cavity (optimistic for Dawid-Skene's K(K-1) parameters per
     worker) picks Dawid-Skene; the default's exact held-out split picks one-coin, the more

@@ -4,6 +4,7 @@ import pytest
 
 import crowdinfer as ci
 from crowdinfer.inference.svi import chunk
+from lean import lean_or_slow
 
 BCC_NAMES = ["rte", "temp", "bluebird", "dog", "web", "product", "sentiment_possent", "face", "cf",
              "zencrowd_in", "labelme", "music_genre"]
@@ -23,7 +24,7 @@ def test_chunks_cover_every_annotation_once():
     np.testing.assert_array_equal(np.bincount(w, minlength=30), ann.annotations_per_worker())
 
 
-@pytest.mark.parametrize("name", ["rte", "dog", "web"])
+@pytest.mark.parametrize("name", lean_or_slow(["rte", "dog", "web"]))
 def test_svi_agrees_with_em(dataset, name):
     ann = dataset(name).annotations
     em = ci.fit(ann, "dawid_skene")
@@ -44,7 +45,7 @@ def test_svi_normal_guide_and_other_models(dataset):
         ci.fit(ann, "bcc", "svi", guide="laplace")
 
 
-@pytest.mark.parametrize("name", BCC_NAMES)
+@pytest.mark.parametrize("name", lean_or_slow(BCC_NAMES))
 def test_community_bcc_within_001_of_bcc_or_better(dataset, name):
     ann = dataset(name).annotations
     bcc = ci.fit(ann, "bcc").accuracy()

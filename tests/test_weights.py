@@ -27,7 +27,9 @@ FAST = {"nuts": dict(num_warmup=5, num_samples=5, num_chains=1, seed=0),
 # (weights 1-3, and 15 contradicting weight-0 rows).
 TOL = 5e-3
 # SVI compiles longer: it runs in CI's second (slow) pass
-ENGINES = [pytest.param(model, method, marks=[pytest.mark.slow] if method == "svi" else [])
+# SVI and EBCC (whose VB takes ~9 s to compile) in the slow run only: the default run's time
+ENGINES = [pytest.param(model, method,
+                        marks=[pytest.mark.slow] if method == "svi" or model == "ebcc" else [])
            for model, entry in MODELS.items() for method in entry.methods]
 
 
